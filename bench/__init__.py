@@ -1,0 +1,1 @@
+"""detbench: train, evaluate, measure and report detectors on interchangeable backbones."""

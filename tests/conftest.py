@@ -1,0 +1,33 @@
+"""Shared fixtures: one smoke-profile run folder for every test that needs a finished run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import data
+from bench.config import get_profile
+from bench.run import main as run_main
+
+SMOKE_BACKBONES = "detnet59,resnet50"
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def smoke_data(smoke_cache: Path) -> data.DataSource:
+    """The smoke profile's synthetic set (8 train / 4 val images of 128 px)."""
+    return data.make_synthetic(get_profile("smoke").synthetic, smoke_cache)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, smoke_cache: Path) -> Path:
+    """A finished `bench.run --profile smoke` folder on two backbones."""
+    run_dir = tmp_path_factory.mktemp("runs") / "smoke"
+    argv = ["--profile", "smoke", "--backbones", SMOKE_BACKBONES, "--out", str(run_dir),
+            "--cache-dir", str(smoke_cache), "--no-progress"]
+    assert run_main(argv) == 0
+    return run_dir

@@ -1,0 +1,95 @@
+"""`python -m bench.run` end to end on the smoke profile, and its answers to user mistakes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from bench.config import RunConfig, get_profile
+from bench.evaluate import COCO_STAT_NAMES
+from bench.run import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_folder_contents(smoke_run: Path) -> None:
+    metrics = pd.read_csv(smoke_run / "metrics.csv")
+    assert list(metrics["backbone"]) == ["detnet59", "resnet50"]
+    assert set(COCO_STAT_NAMES) <= set(metrics.columns)
+    for name in ("detnet59", "resnet50"):
+        folder = smoke_run / name
+        result = json.loads((folder / "metrics.json").read_text())
+        assert set(result["stats"]) == set(COCO_STAT_NAMES)
+        assert set(result["ap_by_iou"]) == {"all", "small", "medium", "large"}
+        assert result["train"]["iterations"] == get_profile("smoke").train.iterations
+        assert (folder / "checkpoint.pth").is_file() and (folder / "loss.csv").is_file()
+        assert isinstance(json.loads((folder / "detections.json").read_text()), list)
+    for name in ("config.yaml", "measurements.csv", "environment.json", "report.md", "report.html"):
+        assert (smoke_run / name).is_file(), name
+
+
+def test_config_yaml_repeats_the_run(smoke_run: Path) -> None:
+    saved = RunConfig.from_dict(yaml.safe_load((smoke_run / "config.yaml").read_text()))
+    assert saved.backbones == ["detnet59", "resnet50"]
+    assert saved.profile == get_profile("smoke")
+    assert saved.data.synthetic and saved.seed == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backbones", "detnet99"], "unknown backbone 'detnet99'"),
+    (["--backbones", "resnet50,resnet50"], "listed twice"),
+    (["--data", "/nonexistent/coco"], "/nonexistent/coco"),
+    (["--train-ann", "a.json"], "go together"),
+    (["--pretrained-dir", "/nonexistent"], "is not a folder"),
+    (["--config", "/nonexistent/config.yaml"], "cannot read"),
+])
+def test_user_mistakes_are_one_line(argv: list[str], message: str, tmp_path: Path, capsys) -> None:
+    assert main([*argv, "--profile", "smoke", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_results_are_never_overwritten(tmp_path: Path, capsys) -> None:
+    earlier = tmp_path / "run" / "metrics.csv"
+    earlier.parent.mkdir()
+    earlier.write_text("earlier results")
+    assert main(["--profile", "smoke", "--out", str(earlier.parent)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert earlier.read_text() == "earlier results"
+
+
+def test_missing_weights_in_pretrained_dir(tmp_path: Path, capsys) -> None:
+    assert main(["--profile", "smoke", "--pretrained-dir", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert "no detnet59.safetensors or detnet59.pth" in capsys.readouterr().err
+
+
+def test_cli_error_has_no_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--backbones", "nope", "--out", str(tmp_path / "r")],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.strip().startswith("error:")
+
+
+@pytest.mark.slow
+def test_torchrun_data_parallel(tmp_path: Path, smoke_cache: Path) -> None:
+    """Two processes (gloo on the CPU): both train, rank 0 alone evaluates and writes."""
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "bench.run", "--profile", "smoke", "--backbones", "resnet50", "--out", str(out),
+         "--cache-dir", str(smoke_cache), "--no-progress"],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no stray folders from rank 1
+    assert json.loads((out / "resnet50" / "metrics.json").read_text())["train"]["iterations"] == 2
+    assert (out / "report.md").is_file()
