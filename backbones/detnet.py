@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.layers import create_classifier
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models.resnet import Bottleneck, downsample_conv, make_blocks
 
 __all__ = ["DetNet", "checkpoint_filter_fn"]
@@ -105,7 +105,8 @@ class DetNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         for name in self.stage_names:
-            x = getattr(self, name)(x)
+            stage = getattr(self, name)
+            x = checkpoint_seq(stage, x) if self.grad_checkpointing and not torch.jit.is_scripting() else stage(x)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

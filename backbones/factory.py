@@ -1,8 +1,8 @@
 """One way to get any registered timm model as a multi-scale feature extractor.
 
-Every backbone comes out with the same interface, a timm `FeatureListNet`: `forward`
+Every backbone comes out with the same interface, timm's feature extractor: `forward`
 returns the feature maps of stages 2.. (stride 4 and up) and `feature_info` gives their
-channels and strides, so the detector treats DetNet-59 and ResNet alike.
+channels and strides, so the detector treats DetNet-59, ResNet or any timm model alike.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Callable
 import timm
 import torch
 import torch.nn as nn
-from timm.models import FeatureListNet, load_state_dict
+from timm.models import load_state_dict
 
 from .detnet import checkpoint_filter_fn as detnet_filter_fn
 
@@ -29,18 +29,27 @@ class WeightsError(ValueError):
     """A weights file that cannot be loaded; the message is one line naming the file and the first bad key."""
 
 
-def create_backbone(name: str, pretrained_file: str | Path | None = None) -> FeatureListNet:
-    """Build `name` (random init, or weights from a local file) and return its stride >= 4 features."""
+def create_backbone(name: str, pretrained_file: str | Path | None = None) -> nn.Module:
+    """Build `name` (random init, or weights from a local file) and return its stride >= 4 features.
+
+    The result is timm's own feature extractor for the model (`features_only=True`), so any
+    timm architecture works; weights are checked strictly against the full model first,
+    because timm's feature-extractor loading tolerates missing keys.
+    """
     if not timm.is_model(name):
         raise ValueError(f"unknown backbone {name!r}; registered detection backbones: {', '.join(SUPPORTED_BACKBONES)}")
     model = timm.create_model(name)
-    if pretrained_file is not None:
-        load_weights_file(model, pretrained_file, CHECKPOINT_FILTERS.get(name))
     reductions = [info["reduction"] for info in model.feature_info]
     out_indices = [i for i, r in enumerate(reductions) if r >= 4][:MAX_DETECTION_LEVELS]
     if len(out_indices) < 4:
         raise ValueError(f"backbone {name!r} has {len(out_indices)} feature stages at stride >= 4; FPN needs 4 or 5")
-    return FeatureListNet(model, out_indices=out_indices)
+    overlay = {}
+    if pretrained_file is not None:
+        overlay["state_dict"] = read_weights_file(model, pretrained_file, CHECKPOINT_FILTERS.get(name))
+    return timm.create_model(
+        name, features_only=True, out_indices=out_indices,
+        pretrained=pretrained_file is not None, pretrained_cfg_overlay=overlay,
+    )
 
 
 def load_weights_file(
@@ -48,7 +57,16 @@ def load_weights_file(
     path: str | Path,
     filter_fn: Callable[[dict, nn.Module], dict] | None = None,
 ) -> None:
-    """Load a `.pth` (weights_only) or `.safetensors` state dict into `model`, strictly.
+    """Load a local weights file into `model`, checked by `read_weights_file`."""
+    model.load_state_dict(read_weights_file(model, path, filter_fn), strict=False)
+
+
+def read_weights_file(
+    model: nn.Module,
+    path: str | Path,
+    filter_fn: Callable[[dict, nn.Module], dict] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Read a `.pth` (weights_only) or `.safetensors` state dict and check it fits `model`.
 
     Only the classifier may be absent (a headless checkpoint); every other key must be
     present with the right shape. Anything else raises `WeightsError` with one line.
@@ -68,7 +86,7 @@ def load_weights_file(
     problem = first_mismatch(model, state_dict)
     if problem:
         raise WeightsError(f"{path}: does not fit {type(model).__name__}: {problem}")
-    model.load_state_dict(state_dict, strict=False)  # strictness checked above, classifier aside
+    return state_dict
 
 
 def first_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:

@@ -29,7 +29,7 @@ from .config import DetectorConfig
 FPN_CHANNELS = 256
 FIRST_LEVEL = 2  # stride-4 features are P2
 ROI_LEVELS = (2, 3, 4, 5)  # the FPN paper's k_min..k_max for RoI pooling
-CANONICAL_SCALE, CANONICAL_LEVEL = 224, 4  # k = floor(4 + log2(sqrt(wh) / 224))
+CANONICAL_SCALE, CANONICAL_LEVEL = 224, 4  # k = floor(4 + log2(sqrt(wh) / 224)) at the paper's scale
 
 
 class BackboneWithFPN(nn.Module):
@@ -60,18 +60,24 @@ class BackboneWithFPN(nn.Module):
 class LevelRoIAlign(MultiScaleRoIAlign):
     """`MultiScaleRoIAlign` with levels and scales fixed from the pyramid, not inferred."""
 
-    def __init__(self, strides: dict[str, int], output_size: int = 7, sampling_ratio: int = 2) -> None:
+    def __init__(
+        self,
+        strides: dict[str, int],
+        canonical_scale: float = CANONICAL_SCALE,
+        output_size: int = 7,
+        sampling_ratio: int = 2,
+    ) -> None:
         names = [f"p{level}" for level in ROI_LEVELS]
-        super().__init__(names, output_size, sampling_ratio, canonical_scale=CANONICAL_SCALE, canonical_level=CANONICAL_LEVEL)
+        super().__init__(names, output_size, sampling_ratio, canonical_scale=canonical_scale, canonical_level=CANONICAL_LEVEL)
         self.scales = [1.0 / strides[name] for name in names]
-        self.map_levels = LevelMapper(ROI_LEVELS[0], ROI_LEVELS[-1], CANONICAL_SCALE, CANONICAL_LEVEL)
+        self.map_levels = LevelMapper(ROI_LEVELS[0], ROI_LEVELS[-1], canonical_scale, CANONICAL_LEVEL)
 
 
 def freeze_stem(body: nn.Module) -> None:
-    """Freeze what comes before the first returned stage: the paper's frozen stage 1."""
-    first_stage = body.feature_info.module_name()[0].replace(".", "_")
+    """Freeze the modules before the one holding the first returned stage: the paper's frozen stage 1."""
+    first_stage = body.feature_info.module_name()[0].split(".")[0]
     for name, module in body.named_children():
-        if name == first_stage:
+        if name == first_stage or name.startswith(f"{first_stage}_"):  # timm may flatten "layer1.0" to "layer1_0"
             break
         module.requires_grad_(False)
 
@@ -113,7 +119,7 @@ def build_detector(
         rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
         rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
         rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-        box_roi_pool=LevelRoIAlign(neck.strides),
+        box_roi_pool=LevelRoIAlign(neck.strides, cfg.roi_canonical_scale),
         box_batch_size_per_image=cfg.box_batch_size_per_image,
         box_detections_per_img=cfg.box_detections_per_img,
         box_score_thresh=cfg.box_score_thresh,

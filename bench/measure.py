@@ -76,7 +76,7 @@ import platform
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -95,8 +95,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection import FasterRCNN
 from tqdm import tqdm
 
-from backbones import SUPPORTED_BACKBONES, create_backbone
+from backbones import create_backbone
 
+from .cli import UsageError, check_backbones, check_device, fresh_dir, parse_backbones
 from .config import PROFILES, DetectorConfig, MeasureConfig, Profile, TrainConfig, get_profile
 from .detector import build_detector
 from .train import amp_enabled, build_optimizer, train_step
@@ -144,15 +145,19 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> str | None:
-    """The repository's HEAD, so results can be traced to code; None outside a git checkout."""
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+    """The repository's HEAD, "+dirty" when tracked files differ from it; None outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=Path(__file__).resolve().parent,
             capture_output=True, text=True, timeout=10, check=True,
-        )
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None
+    return f"{head}+dirty" if head and dirty else head or None
 
 
 def collect_environment(device: torch.device = torch.device("cpu")) -> dict[str, Any]:
@@ -226,6 +231,11 @@ def count_flops(model: nn.Module, *inputs: Any, depth: int = 1) -> FlopCount:
         if f"{root}.{name}" in counts and name.count(".") < depth
     }
     return FlopCount(counter.get_total_flops(), by_module, sorted(recorder.ops))
+
+
+def num_proposals(profile: Profile) -> int:
+    """RoIs per image for detector costs: as the profile's detector evaluates, unless set."""
+    return profile.measure.num_proposals or profile.detector.rpn_post_nms_top_n_test
 
 
 def inference_detector(
@@ -504,7 +514,7 @@ def detector_costs(
     """Params, MACs, latency and memory of detector inference; returns the module breakdown."""
     cfg = profile.measure
     size = cfg.detection_size
-    detector = inference_detector(name, num_classes, profile.detector, size, cfg.num_proposals)
+    detector = inference_detector(name, num_classes, profile.detector, size, num_proposals(profile))
     row = dict(backbone=name, target="detector", input_size=size)
     add(dict(row, metric="params", params=count_params(detector)))
     flops, rois = detector_compute(detector, size)
@@ -567,22 +577,6 @@ def measure_backbone(
     return rows, breakdown
 
 
-def check_request(backbones: Sequence[str], device: torch.device) -> None:
-    """Fail in a second, with a one-line ValueError, what would otherwise fail minutes in."""
-    if not backbones:
-        raise ValueError("no backbone given")
-    unknown = [name for name in backbones if not timm.is_model(name)]
-    if unknown:
-        raise ValueError(
-            f"unknown backbone(s) {', '.join(unknown)}; "
-            f"the paper's are {', '.join(SUPPORTED_BACKBONES)}, any timm model with 4+ feature stages works"
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be cpu or cuda, not {device.type!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda asked for, but torch sees no CUDA device")
-
-
 def measure(
     backbones: list[str],
     profile: Profile,
@@ -595,7 +589,7 @@ def measure(
 
     The CSVs are rewritten after each backbone, so an interrupted run keeps what it finished.
     """
-    check_request(backbones, device)
+    check_backbones(backbones)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with pinned_threads(profile.measure.threads):
@@ -642,10 +636,6 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table[list(dict.fromkeys(frame.backbone))].reset_index().rename_axis(columns=None)
 
 
-class UsageError(Exception):
-    """A bad command line; main prints it as one `error:` line."""
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
@@ -654,8 +644,8 @@ class _Parser(argparse.ArgumentParser):
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog="python -m bench.measure", description="Measure the cost of detection backbones.")
     parser.add_argument("--backbones", required=True, help="comma-separated timm names: detnet59,resnet50,resnet101")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="latency is measured on the CPU too")
-    parser.add_argument("--out", type=Path, help="new or empty folder (default results/measure-<date>-<time>)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda; latency is measured on the CPU too")
+    parser.add_argument("--out", type=Path, help="new or empty folder (default results/<date>-<time>-measure)")
     parser.add_argument("--profile", choices=tuple(PROFILES), default="default", help="settings from bench.config")
     parser.add_argument("--num-classes", type=int, default=81, help="detector classes with background (COCO: 80 + 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -665,15 +655,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parse_args(argv)
-        backbones = [name.strip() for name in args.backbones.split(",") if name.strip()]
-        device = torch.device(args.device)
-        check_request(backbones, device)
+        backbones = parse_backbones(args.backbones)
+        device = check_device(args.device)
         if args.num_classes < 2:
-            raise ValueError(f"--num-classes must be at least 2 (background + one class), not {args.num_classes}")
-        out = args.out or Path("results") / f"measure-{datetime.now():%Y%m%d-%H%M%S}"
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ValueError(f"{out} already exists and is not an empty folder; earlier results are never overwritten")
-    except (UsageError, ValueError) as err:
+            raise UsageError(f"--num-classes must be at least 2 (background + one class), not {args.num_classes}")
+        out = fresh_dir(args.out, "measure")
+    except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     frame = measure(backbones, get_profile(args.profile), device, out, args.num_classes, progress=not args.no_progress)

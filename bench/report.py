@@ -221,7 +221,7 @@ def _measured(frame: pd.DataFrame, column: str, **where: Any) -> float:
 
 def headline_latency(run: Run, backbone: str, target: str) -> tuple[float, float]:
     """(median, IQR) in ms at batch 1, float32, contiguous; NaNs when not measured."""
-    where = {"backbone": backbone, "target": target, "metric": "latency", **HEADLINE}
+    where = {"backbone": backbone, "target": target, "metric": "latency", "device": headline_device(run), **HEADLINE}
     m = run.measurements
     return _measured(m, "latency_ms_median", **where), _measured(m, "latency_ms_iqr", **where)
 
@@ -423,10 +423,16 @@ def _plus_minus(median: float, iqr: float) -> str | float:
     return np.nan if np.isnan(median) else f"{median:.1f} ± {iqr:.1f}"
 
 
+def headline_device(run: Run) -> str:
+    """The run's own device type: latency is measured on the CPU always, on the GPU too when the run used one."""
+    return str(run.config["device"]).split(":")[0]
+
+
 def measured_device(run: Run) -> str:
-    """The measured device's name as measurements.csv records it, else the configured device."""
+    """The name of the headline device as measurements.csv records it, else the configured device."""
     m = run.measurements
-    names = m["device_name"].dropna() if m is not None and "device_name" in m else ()
+    rows = m[m["device"] == headline_device(run)] if m is not None and "device" in m else None
+    names = rows["device_name"].dropna() if rows is not None and "device_name" in rows else ()
     return str(names.iloc[0]) if len(names) else str(run.config["device"])
 
 
@@ -557,7 +563,7 @@ def _paired_se(a: list[float], b: list[float]) -> float:
 def _noise_verdict(diff: float, se: float) -> str:
     if np.isnan(se):
         return "no noise estimate: a single run cannot tell"
-    return "within noise (< 2 SE)" if abs(diff) < 2 * se else "larger than noise (≥ 2 SE)"
+    return "within evaluation noise (< 2 SE)" if abs(diff) < 2 * se else "larger than evaluation noise (≥ 2 SE)"
 
 
 def ap_differences_table(run: Run) -> Table | None:
@@ -583,7 +589,12 @@ def ap_differences_table(run: Run) -> Table | None:
         "ap_differences",
         "AP differences between backbones (AP points)",
         pd.DataFrame(rows),
-        note=f"Difference in AP@[.50:.95], percentage points. {how} Within noise: |difference| < 2 SE.",
+        note=(
+            f"Difference in AP@[.50:.95], percentage points. {how} Within noise: |difference| < 2 SE. "
+            "This is the noise of evaluating on a finite set of images only: how much training itself "
+            "varies with the seed is not in it, so repeat the run with other --seed values before "
+            "trusting a difference a few SE wide."
+        ),
         formats={"AP difference (points)": "+.1f", "noise SE (points)": ".2f"},
     )
 

@@ -1,9 +1,9 @@
 """`python -m bench.run`: data -> detector -> train -> evaluate -> measure -> report, per backbone.
 
 Every backbone gets the same data, detector settings, schedule and seed; the run folder
-holds everything needed to read and to repeat the run (see README, "The run folder").
+holds everything needed to read and to repeat the run (see README, "What you get").
 Under `torchrun`, training is data-parallel; evaluation, measurement and writing happen
-on rank 0.
+on rank 0 while the other processes wait.
 """
 from __future__ import annotations
 
@@ -12,25 +12,24 @@ import json
 import os
 import sys
 import time
-from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-import timm
 import torch
 import torch.distributed as dist
 import yaml
 
-from backbones import WeightsError
+from backbones import WeightsError, create_backbone
 
 from . import data, detector, evaluate, measure, report, train
+from .cli import UsageError, check_backbones, check_device, fresh_dir, parse_backbones
 from .config import PROFILES, DataSource, RunConfig, get_profile
 
-METRICS_FILE = "metrics.csv"
-
-
-class UsageError(ValueError):
-    """A mistake in the command line or its files: reported in one line, exit code 2."""
+CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.csv"
+# Rank 0 evaluates (COCO val: minutes) while the others wait in the next collective.
+COLLECTIVE_TIMEOUT = timedelta(hours=3)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,25 +44,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-images", help="folder of the training images")
     parser.add_argument("--val-ann", help="COCO-format validation annotation file")
     parser.add_argument("--val-images", help="folder of the validation images")
-    parser.add_argument("--out", help="run folder (default results/<timestamp>-<backbones>/); must not hold files")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--pretrained-dir", help="folder of local ImageNet weights, <backbone>.pth/.safetensors")
-    parser.add_argument("--config", help="re-run from a run folder's config.yaml (other options are ignored)")
     parser.add_argument("--cache-dir", default=".cache/detbench", help="where the synthetic set is generated")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument(
+        "--out", help="new or empty run folder (default results/<date>-<time>-<profile>-s<seed>-<backbones>)"
+    )
+    parser.add_argument("--config", help="repeat a run: its config.yaml replaces the options above but --out")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in its own folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 
+def read_config(path: Path) -> RunConfig:
+    try:
+        return RunConfig.from_dict(yaml.safe_load(path.read_text()))
+    except (OSError, yaml.YAMLError, TypeError, ValueError, AttributeError) as err:
+        raise UsageError(f"cannot read {path}: {err}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
+    if args.resume:
+        return read_config(Path(args.resume) / CONFIG_FILE)
     if args.config:
-        try:
-            return RunConfig.from_dict(yaml.safe_load(Path(args.config).read_text()))
-        except (OSError, yaml.YAMLError, TypeError, ValueError) as err:
-            raise UsageError(f"cannot read {args.config}: {err}") from None
-    backbones = [name.strip() for name in args.backbones.split(",") if name.strip()]
+        return read_config(Path(args.config))
     return RunConfig(
-        backbones=backbones,
+        backbones=parse_backbones(args.backbones),
         profile=get_profile(args.profile),
         data=data_source(args),
         seed=args.seed,
@@ -85,21 +92,16 @@ def data_source(args: argparse.Namespace) -> DataSource:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Catch user mistakes before any long work starts."""
-    if not cfg.backbones:
-        raise UsageError("--backbones is empty")
-    unknown = [name for name in cfg.backbones if not timm.is_model(name)]
-    if unknown:
-        raise UsageError(f"unknown backbone {unknown[0]!r}; try detnet59, resnet50, resnet101 or any timm model")
-    if len(set(cfg.backbones)) != len(cfg.backbones):
-        raise UsageError("a backbone is listed twice in --backbones")
-    device = torch.device(cfg.device)  # raises on nonsense such as "gpu"
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda, but this machine has no CUDA device")
+    """Catch user mistakes in seconds, before any long work starts."""
+    check_backbones(cfg.backbones)
+    check_device(cfg.device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.profile.train.batch_size % world:
+        raise UsageError(f"batch size {cfg.profile.train.batch_size} does not split over {world} processes")
     if not cfg.data.synthetic:
         data.check_source(cfg.data)
     for name in cfg.backbones:
-        pretrained_file(cfg, name)
+        create_backbone(name, pretrained_file(cfg, name))  # unknown layouts and unfit weights fail here
 
 
 def pretrained_file(cfg: RunConfig, backbone: str) -> Path | None:
@@ -114,31 +116,16 @@ def pretrained_file(cfg: RunConfig, backbone: str) -> Path | None:
     return found[0]
 
 
-def make_run_dir(cfg: RunConfig, out: str | None) -> Path:
-    """A fresh folder: an existing one with files in it is refused, never overwritten."""
-    if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("results") / f"{stamp}-{cfg.profile.name}-{'-'.join(cfg.backbones)}"
-    run_dir = Path(out)
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-        raise UsageError(f"{run_dir} already exists and is not empty; choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def init_distributed(cfg: RunConfig) -> tuple[torch.device, int, int]:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; one GPU per process."""
+    device = torch.device(cfg.device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return torch.device(cfg.device), 0, 1
-    local_rank = int(os.environ["LOCAL_RANK"])
-    device = torch.device(cfg.device)
+        return device, 0, 1
     if device.type == "cuda":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if cfg.profile.train.batch_size % world:
-        raise UsageError(f"batch size {cfg.profile.train.batch_size} does not split over {world} processes")
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
     return device, dist.get_rank(), world
 
 
@@ -148,35 +135,32 @@ def run_backbone(
     datasets: tuple[data.CocoDetection, data.CocoDetection],
     run_dir: Path,
     device: torch.device,
-    rank: int,
-    world: int,
     progress: bool,
-) -> dict:
-    """Train and evaluate one backbone; returns its metrics (rank 0) and writes its folder."""
+    resume: bool,
+) -> dict[str, Any] | None:
+    """Train and evaluate one backbone; rank 0 writes its folder and returns its metrics."""
     train_set, val_set = datasets
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     out_dir = run_dir / name
     if rank == 0:
         out_dir.mkdir(exist_ok=True)
-    torch.manual_seed(cfg.seed)  # same head init and data order for every backbone
+    torch.manual_seed(cfg.seed)
     model = detector.build_detector(name, train_set.num_classes, cfg.profile.detector, pretrained_file(cfg, name))
     model.to(device)
-    torch.manual_seed(cfg.seed)  # and the same flips, whatever the model's init drew
-    per_process_batch = cfg.profile.train.batch_size // world
+    torch.manual_seed(cfg.seed)  # the same flips and RoI sampling draws for every backbone, whatever its init used
     loader = data.build_train_loader(
-        train_set, per_process_batch, cfg.seed, cfg.profile.train.workers, distributed=world > 1
+        train_set, cfg.profile.train.batch_size // world, cfg.seed, cfg.profile.train.workers, distributed=world > 1
     )
     trained = model
     if world > 1:
-        if device.type == "cuda":  # batch statistics over all GPUs, as the paper's from-scratch setting needs
+        if device.type == "cuda":  # batch statistics over all GPUs, as training BatchNorm from scratch needs
             trained = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            trained = torch.nn.parallel.DistributedDataParallel(trained, device_ids=[device])
-        else:
-            trained = torch.nn.parallel.DistributedDataParallel(model)
+        trained = torch.nn.parallel.DistributedDataParallel(trained, device_ids=[device] if device.type == "cuda" else None)
     result = train.train(
-        trained, loader, cfg.profile.train, out_dir, device, progress=progress, desc=f"train {name}", is_main=rank == 0
+        trained, loader, cfg.profile.train, out_dir, device, progress=progress, desc=f"train {name}", resume=resume
     )
     if rank != 0:
-        return {}
+        return None
     start = time.perf_counter()
     val_loader = data.build_eval_loader(val_set, batch_size=2, workers=cfg.profile.train.workers)
     detections = evaluate.predict(model, val_loader, val_set.label_to_category_id, device, progress=progress)
@@ -186,7 +170,7 @@ def run_backbone(
         "backbone": name,
         **scores.to_dict(),
         "train": {
-            "iterations": result.iterations,
+            "iterations": cfg.profile.train.iterations,
             "seconds": round(result.seconds, 2),
             "images_per_s": round(result.images_per_s, 3),
             "final_loss": result.final_loss,
@@ -197,7 +181,7 @@ def run_backbone(
     return metrics
 
 
-def metrics_row(metrics: dict) -> dict:
+def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "backbone": metrics["backbone"],
         **metrics["stats"],
@@ -207,17 +191,22 @@ def metrics_row(metrics: dict) -> dict:
     }
 
 
-def execute(cfg: RunConfig, run_dir: Path, progress: bool) -> None:
+def finished_metrics(run_dir: Path, name: str) -> dict[str, Any] | None:
+    path = run_dir / name / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def execute(cfg: RunConfig, run_dir: Path, progress: bool, resume: bool) -> None:
     device, rank, world = init_distributed(cfg)
     source = data.make_synthetic(cfg.profile.synthetic, cfg.cache_dir) if cfg.data.synthetic else cfg.data
-    hflip = cfg.profile.train.hflip
     datasets = (
-        data.CocoDetection(source.train_ann, source.train_images, train=True, hflip=hflip),
+        data.CocoDetection(source.train_ann, source.train_images, train=True, hflip=cfg.profile.train.hflip),
         data.CocoDetection(source.val_ann, source.val_images, train=False),
     )
     rows = []
     for name in cfg.backbones:
-        metrics = run_backbone(name, cfg, datasets, run_dir, device, rank, world, progress)
+        done = finished_metrics(run_dir, name) if resume else None
+        metrics = done or run_backbone(name, cfg, datasets, run_dir, device, progress, resume)
         if rank == 0:
             rows.append(metrics_row(metrics))
             pd.DataFrame(rows).to_csv(run_dir / METRICS_FILE, index=False)  # kept current after each backbone
@@ -228,28 +217,37 @@ def execute(cfg: RunConfig, run_dir: Path, progress: bool) -> None:
         dist.destroy_process_group()
 
 
+def prepare(args: argparse.Namespace) -> tuple[RunConfig, Path]:
+    """Config, checks and the run folder (rank 0 creates it and writes config.yaml)."""
+    cfg = config_from_args(args)
+    validate(cfg)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if args.resume:
+        return cfg, Path(args.resume)
+    if not is_main:
+        return cfg, Path(args.out or "")  # only rank 0 writes
+    run_dir = fresh_dir(args.out, f"{cfg.profile.name}-s{cfg.seed}-{'-'.join(cfg.backbones)}")
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return cfg, run_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = config_from_args(args)
-        validate(cfg)
-        is_main = int(os.environ.get("RANK", "0")) == 0
-        run_dir = make_run_dir(cfg, args.out) if is_main else Path(args.out or "")
-        if is_main:
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    except (UsageError, data.DataError, WeightsError, ValueError, RuntimeError) as err:
+        cfg, run_dir = prepare(args)
+    except (UsageError, data.DataError, WeightsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
     try:
-        execute(cfg, run_dir, progress=not args.no_progress)
-    except (WeightsError, data.DataError, train.TrainingDiverged) as err:
-        print(f"error: {err} (results so far are in {run_dir})", file=sys.stderr)
+        execute(cfg, run_dir, progress=not args.no_progress, resume=bool(args.resume))
+    except (data.DataError, train.TrainingDiverged) as err:
+        print(f"error: {err} (results so far are in {run_dir}; --resume {run_dir} goes on)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted (results so far are in {run_dir})", file=sys.stderr)
+        print(f"\ninterrupted: results so far are in {run_dir}; --resume {run_dir} goes on", file=sys.stderr)
         return 130
-    if is_main:
+    if int(os.environ.get("RANK", "0")) == 0:
         minutes = (time.perf_counter() - start) / 60
         accuracy = report.build_tables(report.load_run(run_dir))["accuracy"]
         print(f"\n{accuracy.title}\n\n{accuracy.to_markdown()}\n")

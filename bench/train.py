@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -31,11 +32,10 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    iterations: int
+    iterations: int  # run in this call (fewer than the schedule's when resumed)
     seconds: float
-    images_per_s: float
+    images_per_s: float  # over all processes
     final_loss: float
-    checkpoint: str
 
 
 def scaled_lr(cfg: TrainConfig) -> float:
@@ -51,7 +51,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     """Linear warm-up from `warmup_factor` times the lr, then x`lr_gamma` at each step."""
     milestones = sorted({round(f * cfg.iterations) for f in cfg.lr_steps})
     warmup = torch.optim.lr_scheduler.LinearLR(
-        optimizer, start_factor=cfg.warmup_factor, total_iters=max(cfg.warmup_iters, 1)
+        optimizer, start_factor=cfg.warmup_factor if cfg.warmup_iters else 1.0, total_iters=max(cfg.warmup_iters, 1)
     )
     decay = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.lr_gamma)
     return torch.optim.lr_scheduler.ChainedScheduler([warmup, decay])
@@ -100,21 +100,29 @@ def train(
     device: torch.device,
     progress: bool = True,
     desc: str = "train",
-    is_main: bool = True,
+    resume: bool = False,
 ) -> TrainResult:
-    """Train `model` for `cfg.iterations` and write `loss.csv` and `checkpoint.pth` into `out_dir`."""
-    out_dir = Path(out_dir)
+    """Train `model` for `cfg.iterations`; rank 0 writes `loss.csv` and `checkpoint.pth` into `out_dir`.
+
+    With `resume`, training continues from `out_dir/checkpoint.pth` when there is one (model,
+    optimizer, schedule and loss scale; the data order restarts with a new epoch).
+    """
+    checkpoint = Path(out_dir) / "checkpoint.pth"
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    is_main = not dist.is_initialized() or dist.get_rank() == 0
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_enabled(cfg, device))
+    done = load_checkpoint(checkpoint, model, optimizer, scheduler, scaler) if resume and checkpoint.is_file() else 0
     model.train()
 
-    writer = LossLog(out_dir / "loss.csv") if is_main else None
+    writer = LossLog(checkpoint.with_name("loss.csv"), append=done > 0) if is_main else None
     window: list[dict[str, float]] = []
     images_seen, start = 0, time.perf_counter()
-    bar = tqdm(total=cfg.iterations, desc=desc, disable=not (progress and is_main), dynamic_ncols=True)
+    bar = tqdm(total=cfg.iterations, initial=done, desc=desc, disable=not (progress and is_main), dynamic_ncols=True)
     batches = endless(loader)
-    for iteration in range(1, cfg.iterations + 1):
+    loss = torch.tensor(float("nan"))
+    for iteration in range(done + 1, cfg.iterations + 1):
         images, targets = next(batches)
         images = [image.to(device, non_blocking=True) for image in images]
         targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
@@ -124,7 +132,7 @@ def train(
             raise TrainingDiverged(f"{desc}: loss became {loss.item()} at iteration {iteration}")
         scheduler.step()
 
-        images_seen += len(images)
+        images_seen += len(images) * world  # every process trains on its own share of the batch
         elapsed = time.perf_counter() - start
         window.append({"loss": loss.item(), **{k: v.item() for k, v in losses.items()}})
         bar.update()
@@ -134,24 +142,24 @@ def train(
             writer.write(iteration=iteration, lr=lr, images_per_s=images_seen / elapsed, elapsed_s=elapsed, **means)
             window.clear()
         if is_main and cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0:
-            save_checkpoint(out_dir / "checkpoint.pth", model, optimizer, scheduler, iteration)
+            save_checkpoint(checkpoint, model, optimizer, scheduler, scaler, iteration)
     bar.close()
 
     seconds = time.perf_counter() - start
-    checkpoint = out_dir / "checkpoint.pth"
     if is_main:
-        save_checkpoint(checkpoint, model, optimizer, scheduler, cfg.iterations)
+        save_checkpoint(checkpoint, model, optimizer, scheduler, scaler, cfg.iterations)
         writer.close()
-    return TrainResult(cfg.iterations, seconds, images_seen / seconds, loss.item(), str(checkpoint))
+    return TrainResult(cfg.iterations - done, seconds, images_seen / max(seconds, 1e-9), loss.item())
 
 
 class LossLog:
-    """Append-only CSV of window-mean losses, flushed per row so a crash keeps the curve."""
+    """CSV of window-mean losses, flushed per row so a crash keeps the curve."""
 
-    def __init__(self, path: Path) -> None:
-        self.file = path.open("w", newline="")
+    def __init__(self, path: Path, append: bool = False) -> None:
+        self.file = path.open("a" if append else "w", newline="")
         self.csv = csv.DictWriter(self.file, fieldnames=LOSS_COLUMNS, extrasaction="ignore")
-        self.csv.writeheader()
+        if not append:
+            self.csv.writeheader()
 
     def write(self, **row: float) -> None:
         self.csv.writerow({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
@@ -161,21 +169,42 @@ class LossLog:
         self.file.close()
 
 
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
+
+
 def save_checkpoint(
     path: Path,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
     iteration: int,
 ) -> None:
-    """Write atomically, so an interrupted save never leaves a truncated checkpoint."""
-    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    """Everything training needs to go on; written atomically, so an interrupted save never truncates it."""
     state = {
-        "model": model.state_dict(),
+        "model": _unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
         "iteration": iteration,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
+
+
+def load_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+) -> int:
+    """Restore a `save_checkpoint` file; returns the iterations it had done."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    _unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    return int(state["iteration"])

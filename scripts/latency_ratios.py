@@ -6,7 +6,7 @@ Faster R-CNN + FPN detector at --detector-size (exactly --num-proposals RoIs per
 float32, batch 1, on the CPU, with `bench.measure`'s own functions: torch.utils.benchmark
 medians and FlopCounterMode MACs.
 
-    python -m scripts.latency_ratios --size 224 --detector-size 512 --threads 2
+    python scripts/latency_ratios.py --size 224 --detector-size 512 --threads 2
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def with_ratios(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m scripts.latency_ratios", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python scripts/latency_ratios.py", description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224, help="backbone input side (default 224, as ImageNet)")
     parser.add_argument("--detector-size", type=int, default=512, help="detector input side (default 512)")
     parser.add_argument("--num-proposals", type=int, default=1000, help="RoIs per image in the detector (default 1000)")

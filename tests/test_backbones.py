@@ -193,3 +193,14 @@ def test_bad_weight_files_give_one_line(tmp_path, case: str, message: str) -> No
     with pytest.raises(WeightsError, match=message) as err:
         create_backbone("detnet59", path)
     assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    model = timm.create_model("detnet59", num_classes=4)
+    x = torch.randn(2, 3, 64, 64)
+    model(x).sum().backward()
+    plain = model.layer5[0].conv2.weight.grad.clone()
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    assert torch.allclose(model.layer5[0].conv2.weight.grad, plain, atol=1e-6)

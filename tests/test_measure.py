@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,6 +14,7 @@ import timm
 import torch
 
 from bench.config import get_profile
+import bench.measure
 from bench.measure import (
     COLUMNS,
     MODULE_COLUMNS,
@@ -21,6 +23,7 @@ from bench.measure import (
     inference_detector,
     main,
     measure,
+    num_proposals,
     summary_table,
 )
 
@@ -58,9 +61,10 @@ def test_resnet50_classifier_macs_match_the_published_count(run):
     assert compute.gflops == pytest.approx(2 * compute.gmacs)
 
 
-def test_columns_name_their_unit(run):
+def test_columns_are_documented_and_name_their_unit(run):
     frame, _ = run
-    assert list(frame.columns) == list(COLUMNS)
+    documented = re.findall(r"^- ``(\w+)``(?:, ``(\w+)``)?:", bench.measure.__doc__, flags=re.MULTILINE)
+    assert [name for pair in documented for name in pair if name] == list(COLUMNS) == list(frame.columns)
     with_units = {"gmacs", "gflops", "latency_ms_median", "latency_ms_iqr", "peak_mem_mb", "rss_peak_mb", "images_per_s"}
     assert with_units <= set(frame.columns)
     assert not {"flops", "macs", "latency", "memory"} & set(frame.columns)
@@ -84,7 +88,7 @@ def test_detector_backbone_macs_grow_with_the_image_area(smoke):
 def test_detector_row_names_the_ops_flops_are_not_counted_for(run, smoke):
     compute = row(run[0], "detector", "compute")
     assert "torchvision::roi_align" in compute.uncounted_ops.split(";")
-    assert compute.num_rois == smoke.measure.num_proposals
+    assert compute.num_rois == num_proposals(smoke) == smoke.detector.rpn_post_nms_top_n_test
     assert compute.gflops == pytest.approx(2 * compute.gmacs)
 
 
@@ -115,6 +119,7 @@ def test_timed_rows_are_positive(run, smoke):
     assert (latency.latency_blocks >= smoke.measure.repeats).all() and (latency.threads == 1).all()
     assert row(frame, "train_step", "throughput").images_per_s > 0
     assert (frame[frame.metric == "memory"].rss_peak_mb >= 0).all()
+    assert row(frame, "train_step", "memory").rss_peak_mb > 0  # a training step allocates activations
 
 
 def test_summary_puts_backbones_side_by_side(run):

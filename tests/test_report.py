@@ -111,8 +111,8 @@ def test_noise_verdicts() -> None:
     assert np.isnan(report._paired_se(halves, []))
     assert report.ap_halves({"ap_halves": halves}) == halves  # as bench.evaluate writes it
     assert report.ap_halves({}) == []
-    assert report._noise_verdict(1.0, 0.1).startswith("larger than noise")
-    assert report._noise_verdict(0.1, 0.1).startswith("within noise")
+    assert report._noise_verdict(1.0, 0.1).startswith("larger than evaluation noise")
+    assert report._noise_verdict(0.1, 0.1).startswith("within evaluation noise")
     assert "single run" in report._noise_verdict(1.0, float("nan"))
 
 

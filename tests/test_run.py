@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import timm
+import torch
 import yaml
 
 from bench.config import RunConfig, get_profile
@@ -44,6 +47,7 @@ def test_config_yaml_repeats_the_run(smoke_run: Path) -> None:
 @pytest.mark.parametrize("argv, message", [
     (["--backbones", "detnet99"], "unknown backbone 'detnet99'"),
     (["--backbones", "resnet50,resnet50"], "listed twice"),
+    (["--device", "mps"], "device must be cpu or cuda"),
     (["--data", "/nonexistent/coco"], "/nonexistent/coco"),
     (["--train-ann", "a.json"], "go together"),
     (["--pretrained-dir", "/nonexistent"], "is not a folder"),
@@ -93,3 +97,41 @@ def test_torchrun_data_parallel(tmp_path: Path, smoke_cache: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no stray folders from rank 1
     assert json.loads((out / "resnet50" / "metrics.json").read_text())["train"]["iterations"] == 2
     assert (out / "report.md").is_file()
+
+
+def test_weights_that_do_not_fit_fail_before_training(tmp_path: Path, capsys) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save(timm.create_model("resnet18").state_dict(), weights / "resnet50.pth")
+    assert main(["--profile", "smoke", "--backbones", "resnet50", "--pretrained-dir", str(weights),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "resnet50.pth" in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_hand_edited_config_is_one_line(tmp_path: Path, smoke_run: Path, capsys) -> None:
+    config = yaml.safe_load((smoke_run / "config.yaml").read_text())
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "profile": "default"}))
+    assert main(["--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run")]) == 2
+    assert "profile must be a mapping" in capsys.readouterr().err
+
+
+def test_resume_finishes_an_interrupted_run(tmp_path: Path, smoke_run: Path, smoke_cache: Path) -> None:
+    """A run stopped after one iteration of its second backbone goes on from that checkpoint."""
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("tables", "plots", "report.*", "measurements.csv"))
+    (run / "resnet50" / "metrics.json").unlink()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["cache_dir"] = str(smoke_cache)
+    config["profile"]["train"]["iterations"] = 3
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    finished = (run / "detnet59" / "metrics.json").read_text()
+
+    assert main(["--resume", str(run), "--no-progress"]) == 0
+    assert (run / "detnet59" / "metrics.json").read_text() == finished  # done before: kept as it was
+    losses = pd.read_csv(run / "resnet50" / "loss.csv")
+    assert list(losses["iteration"]) == [1, 2, 3]  # two from the first run, one after resuming
+    assert torch.load(run / "resnet50" / "checkpoint.pth", weights_only=True)["iteration"] == 3
+    assert list(pd.read_csv(run / "metrics.csv")["backbone"]) == ["detnet59", "resnet50"]
+    assert (run / "report.md").is_file()
