@@ -210,6 +210,9 @@ def execute(cfg: RunConfig, run_dir: Path, progress: bool, resume: bool) -> None
         if rank == 0:
             rows.append(metrics_row(metrics))
             pd.DataFrame(rows).to_csv(run_dir / METRICS_FILE, index=False)  # kept current after each backbone
+            stats, trained = metrics["stats"], metrics["train"]
+            print(f"{name}: {trained['iterations']} iterations in {trained['seconds'] / 60:.1f} min, "
+                  f"AP {100 * stats['AP']:.1f}, AP50 {100 * stats['AP50']:.1f}", flush=True)
     if rank == 0:
         measure.measure(cfg.backbones, cfg.profile, device, run_dir, datasets[0].num_classes, progress=progress)
         report.write_report(run_dir)
