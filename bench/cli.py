@@ -1,28 +1,67 @@
-"""What the command-line entry points share: the user-mistake error and the checks behind it.
+"""What the command-line entry points share: one error line for a user mistake, and the checks behind it.
 
-A `UsageError` is printed as one `error:` line with exit code 2 by every `python -m bench.*`.
+Every `python -m bench.*` wraps its `main` in `entry_point`: a `UserError` (bad option, config,
+data, run folder) or a weights file that does not fit becomes one `error:` line on stderr and
+exit code 2, before anything long starts and without a traceback.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import timm
 import torch
 
-from backbones import SUPPORTED_BACKBONES
+from backbones import SUPPORTED_BACKBONES, WeightsError
+
+from .errors import UsageError, UserError
+
+Main = Callable[[list[str] | None], int]
 
 
-class UsageError(ValueError):
-    """A mistake in the command line or the files it names."""
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a mistake as a UsageError (one line) instead of usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
 
 
-def parse_backbones(text: str) -> list[str]:
-    """'detnet59, resnet50' -> ['detnet59', 'resnet50'], each a registered timm model, none twice."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    check_backbones(names)
-    return names
+def entry_point(main: Main) -> Main:
+    """Turn the user mistakes `main` raises into one `error:` line and exit code 2."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except (UserError, WeightsError) as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+def split_list(text: str) -> list[str]:
+    """'detnet59, resnet50' -> ['detnet59', 'resnet50']."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; a single number N -> the first N seeds, 0..N-1."""
+    try:
+        values = [int(item) for item in split_list(text)]
+    except ValueError:
+        raise UsageError(f"--seeds takes a count or a comma-separated list of integers, not {text!r}") from None
+    if len(values) == 1 and "," not in text:
+        if values[0] < 1:
+            raise UsageError(f"--seeds {text}: give at least one seed")
+        return list(range(values[0]))
+    return values
 
 
 def check_backbones(names: Sequence[str]) -> None:
@@ -54,6 +93,16 @@ def check_device(name: str) -> torch.device:
     return device
 
 
+def check_writable_dir(path: Path, what: str) -> None:
+    """A folder that exists or can be created, and can be written: not under a file, not read-only."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"{what} {path}: {existing} is a file, not a folder")
+    probe = existing or Path(".")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {path}: {probe} is not writable")
+
+
 def fresh_dir(path: str | Path | None, default_name: str) -> Path:
     """Create the output folder. A given one may exist only empty; a default name under
     results/ is created atomically, with a suffix if another run took it the same second."""
@@ -61,9 +110,11 @@ def fresh_dir(path: str | Path | None, default_name: str) -> Path:
         folder = Path(path)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise UsageError(f"{folder} already exists and is not empty; earlier results are never overwritten")
+        check_writable_dir(folder, "--out")
         folder.mkdir(parents=True, exist_ok=True)
         return folder
     stem = Path("results") / f"{datetime.now():%Y%m%d-%H%M%S}-{default_name}"
+    check_writable_dir(stem.parent, "results folder")
     stem.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(100):
         folder = stem.with_name(f"{stem.name}-{attempt}") if attempt else stem

@@ -1,133 +1,165 @@
 """What a run is: the profile (data, detector, schedule, measurement) as plain dataclasses.
 
-Every stage of the pipeline reads its own section; `config.yaml` in a run folder is
-`asdict(RunConfig)`, and `RunConfig.from_dict` reads it back so a run can be repeated.
+These dataclasses are the single source of truth for every setting: their types and the
+ranges in each field's metadata are what `bench.configure` checks `--set`, `--config` files
+and `config.yaml` against. Every stage of the pipeline reads its own section.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any, get_origin, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+
+def rule(**checks: Any) -> dict[str, Any]:
+    """Field metadata for `bench.configure.validate`: min (>=), above (>), max (<=), below (<),
+    choices, and for tuples nonempty; a tuple's checks apply to each element."""
+    return {"checks": checks}
 
 
 @dataclass
 class SyntheticConfig:
     """The embedded synthetic COCO-format set (used when no --data is given)."""
 
-    num_train: int = 400
-    num_val: int = 100
-    image_size: int = 192
-    seed: int = 0
+    num_train: int = field(default=400, metadata=rule(min=1))
+    num_val: int = field(default=100, metadata=rule(min=1))
+    image_size: int = field(default=192, metadata=rule(min=32))
+    seed: int = 0  # of the generator; the training seeds are Profile.seeds
 
 
 @dataclass
 class DetectorConfig:
     """Faster R-CNN + FPN settings shared by every backbone."""
 
-    min_size: int = 192
-    max_size: int = 192
-    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    min_size: int = field(default=192, metadata=rule(min=32))
+    max_size: int = field(default=192, metadata=rule(min=32))
+    # One anchor size per pyramid level P2-P6, in input pixels.
+    anchor_sizes: tuple[int, ...] = field(default=(32, 64, 128, 256, 512), metadata=rule(min=1, length=5))
+    aspect_ratios: tuple[float, ...] = field(default=(0.5, 1.0, 2.0), metadata=rule(above=0, nonempty=True))
     # torchvision applies the pre-NMS top-n per FPN level, the post-NMS top-n per image.
-    # Fewer proposals and sampled RoIs than the paper keep a CPU step near 1.5 s; the box
-    # head's 12544 -> 1024 FC otherwise costs more than the backbone at this image size.
-    rpn_pre_nms_top_n_train: int = 1000
-    rpn_pre_nms_top_n_test: int = 500
-    rpn_post_nms_top_n_train: int = 500
-    rpn_post_nms_top_n_test: int = 300
-    box_batch_size_per_image: int = 128
-    box_detections_per_img: int = 100
-    box_score_thresh: float = 0.05
+    rpn_pre_nms_top_n_train: int = field(default=2000, metadata=rule(min=1))
+    rpn_pre_nms_top_n_test: int = field(default=1000, metadata=rule(min=1))
+    rpn_post_nms_top_n_train: int = field(default=2000, metadata=rule(min=1))
+    rpn_post_nms_top_n_test: int = field(default=1000, metadata=rule(min=1))
+    box_batch_size_per_image: int = field(default=512, metadata=rule(min=1))
+    box_detections_per_img: int = field(default=100, metadata=rule(min=1))
+    box_score_thresh: float = field(default=0.05, metadata=rule(min=0, below=1))
     # RoI level k = floor(4 + log2(sqrt(wh) / roi_canonical_scale)), clamped to P2-P5: the FPN
-    # rule, 224 as in the paper. At 192 px no object then pools from P4/P5 (deep features reach
-    # P2/P3 through the top-down path); 224 x size / 800 would map objects as at 800 px. The
-    # README's results compare both: at the default schedule the choice flips the ranking.
-    roi_canonical_scale: float = 224.0
+    # rule. The paper's 224 is in pixels of an 800 px input; a smaller input scales it.
+    roi_canonical_scale: float = field(default=224.0, metadata=rule(above=0))
     # "auto": frozen BatchNorm and stem when ImageNet weights are loaded (paper Table 1),
     # trainable BatchNorm from scratch (paper Table 2). Or force "frozen" / "batch".
-    norm: str = "auto"
+    norm: str = field(default="auto", metadata=rule(choices=("auto", "frozen", "batch")))
 
 
 @dataclass
 class TrainConfig:
     """SGD schedule. The learning rate is `base_lr * batch_size / base_batch` (linear scaling)."""
 
-    batch_size: int = 4
-    iterations: int = 200
-    base_lr: float = 0.02
-    base_batch: int = 16
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = 20
-    warmup_factor: float = 0.3
-    lr_steps: tuple[float, ...] = (2 / 3, 8 / 9)  # fractions of `iterations`, as 120k/160k of 180k
-    lr_gamma: float = 0.1
-    hflip: float = 0.5
-    checkpoint_every: int = 0  # 0: only at the end
-    log_every: int = 5
-    workers: int = 0
-    amp: bool = True  # used on CUDA only
+    batch_size: int = field(default=16, metadata=rule(min=1))
+    iterations: int = field(default=180_000, metadata=rule(min=1))
+    base_lr: float = field(default=0.02, metadata=rule(above=0))
+    base_batch: int = field(default=16, metadata=rule(min=1))
+    momentum: float = field(default=0.9, metadata=rule(min=0, below=1))
+    weight_decay: float = field(default=1e-4, metadata=rule(min=0))
+    # Weight decay of norm weights and of every bias (1-D parameters, timm's rule): none, as
+    # detectron2 does for norms and timm for both; decay pulls a trainable BatchNorm's scale to 0.
+    norm_bias_weight_decay: float = field(default=0.0, metadata=rule(min=0))
+    warmup_iters: int = field(default=500, metadata=rule(min=0))
+    warmup_factor: float = field(default=0.3, metadata=rule(above=0, max=1))
+    lr_steps: tuple[float, ...] = field(  # fractions of `iterations`, as the paper's 120k/160k of 180k
+        default=(120_000 / 180_000, 160_000 / 180_000), metadata=rule(above=0, max=1)
+    )
+    lr_gamma: float = field(default=0.1, metadata=rule(above=0, max=1))
+    hflip: float = field(default=0.5, metadata=rule(min=0, max=1))
+    # "auto": bfloat16 autocast where the device runs it natively (recent CPUs and GPUs), else
+    # float32; "fp16" uses a gradient scaler (CUDA only). Resolved before config.yaml is written.
+    precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16", "fp16")))
+    channels_last: bool = False
+    checkpoint_every: int = field(default=0, metadata=rule(min=0))  # 0: only at the end
+    log_every: int = field(default=20, metadata=rule(min=1))
+    workers: int = field(default=0, metadata=rule(min=0))
 
 
 @dataclass
 class MeasureConfig:
     """Cost measurement: compute, latency, memory."""
 
-    classification_size: int = 224
-    detection_size: int = 192
-    num_proposals: int = 0  # RoIs per image for detector compute/latency; 0: as the detector evaluates
-    batch_sizes: tuple[int, ...] = (1,)  # paper profile: (1, 2, 4); batch 2 here would double a CPU run
-    dtypes: tuple[str, ...] = ("float32", "bfloat16")
-    channels_last: tuple[bool, ...] = (False, True)
-    min_run_time: float = 0.5  # seconds per torch.utils.benchmark block
-    repeats: int = 5  # blocks, for median and IQR
-    threads: int = 0  # 0: all cores torch sees
+    classification_size: int = field(default=224, metadata=rule(min=32))
+    detection_size: int = field(default=800, metadata=rule(min=32))
+    # RoIs per image for detector compute/latency; 0: as the detector evaluates.
+    num_proposals: int = field(default=0, metadata=rule(min=0))
+    batch_sizes: tuple[int, ...] = field(default=(1, 2, 4), metadata=rule(min=1, nonempty=True))
+    dtypes: tuple[str, ...] = field(
+        default=("float32", "bfloat16"), metadata=rule(choices=("float32", "bfloat16"), nonempty=True)
+    )
+    channels_last: tuple[bool, ...] = field(default=(False, True), metadata=rule(nonempty=True))
+    min_run_time: float = field(default=0.5, metadata=rule(above=0))  # seconds per torch.utils.benchmark block
+    repeats: int = field(default=5, metadata=rule(min=1))  # blocks, for median and IQR
+    threads: int = field(default=0, metadata=rule(min=0))  # 0: all cores torch sees
 
 
 @dataclass
 class Profile:
-    name: str
+    name: str = "paper"
+    # Every backbone is trained once per seed; two or more let the report measure training noise.
+    seeds: list[int] = field(default_factory=lambda: [0], metadata=rule(min=0, nonempty=True))
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
 
-def _smoke() -> Profile:
+def _paper() -> Profile:
+    """Section 4 of the paper: 8 GPUs x 2 images, 180k iterations, short side 800.
+
+    The paper's 12000/2000 (train) and 6000/1000 (test) proposals are totals over the image;
+    torchvision applies pre-NMS top-n per level, so Detectron's FPN values (the defaults) are used.
+    """
     return Profile(
-        name="smoke",
-        synthetic=SyntheticConfig(num_train=8, num_val=4, image_size=128, seed=0),
-        detector=DetectorConfig(
-            min_size=128, max_size=128, rpn_pre_nms_top_n_train=200, rpn_pre_nms_top_n_test=100,
-            rpn_post_nms_top_n_train=100, rpn_post_nms_top_n_test=50, box_batch_size_per_image=64,
-        ),
-        train=TrainConfig(batch_size=2, iterations=2, warmup_iters=1, log_every=1),
-        measure=MeasureConfig(
-            detection_size=128, batch_sizes=(1,), dtypes=("float32",),
-            channels_last=(False,), min_run_time=0.01, repeats=2,
-        ),
+        name="paper",
+        detector=DetectorConfig(min_size=800, max_size=1333),
+        train=TrainConfig(checkpoint_every=10_000, workers=4),
     )
 
 
 def _default() -> Profile:
-    return Profile(name="default")
+    """A 2-core CPU in about a quarter of an hour, two seeds, detector geometry fitted to 192 px images.
 
-
-def _paper() -> Profile:
-    """Section 4 of the paper: 8 GPUs x 2 images, 180k iterations, short side 800."""
+    Anchors 16-256 px, one octave per level, bracket the objects (10-170 px); the RoI level rule's
+    canonical scale is the paper's 224 times 192/800, so objects pool from the levels they would
+    at 800 px (large ones from P5). 64 RoIs per image are plenty for 2-6 objects, and bfloat16
+    autocast with channels-last (where the CPU runs bfloat16 natively) roughly halve a step.
+    """
     return Profile(
-        name="paper",
+        name="default",
+        seeds=[0, 1],
         detector=DetectorConfig(
-            # The paper's 12000/2000 (train) and 6000/1000 (test) proposals are totals over the
-            # image; torchvision applies pre-NMS top-n per level, so Detectron's FPN values are used.
-            min_size=800, max_size=1333, rpn_pre_nms_top_n_train=2000, rpn_pre_nms_top_n_test=1000,
-            rpn_post_nms_top_n_train=2000, rpn_post_nms_top_n_test=1000, box_batch_size_per_image=512,
+            min_size=192, max_size=192, anchor_sizes=(16, 32, 64, 128, 256), roi_canonical_scale=224 * 192 / 800,
+            rpn_pre_nms_top_n_train=1000, rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_train=500,
+            rpn_post_nms_top_n_test=300, box_batch_size_per_image=64,
         ),
         train=TrainConfig(
-            batch_size=16, iterations=180_000, base_lr=0.02, base_batch=16, warmup_iters=500,
-            warmup_factor=0.3, lr_steps=(120_000 / 180_000, 160_000 / 180_000),
-            checkpoint_every=10_000, log_every=20, workers=4,
+            batch_size=4, iterations=200, warmup_iters=20, lr_steps=(2 / 3, 8 / 9), log_every=5, channels_last=True,
         ),
-        measure=MeasureConfig(detection_size=800, batch_sizes=(1, 2, 4)),
+        measure=MeasureConfig(detection_size=192, batch_sizes=(1,)),
+    )
+
+
+def _smoke() -> Profile:
+    return Profile(
+        name="smoke",
+        synthetic=SyntheticConfig(num_train=8, num_val=4, image_size=128),
+        detector=DetectorConfig(
+            min_size=128, max_size=128, rpn_pre_nms_top_n_train=200, rpn_pre_nms_top_n_test=100,
+            rpn_post_nms_top_n_train=100, rpn_post_nms_top_n_test=50, box_batch_size_per_image=64,
+        ),
+        train=TrainConfig(batch_size=2, iterations=2, warmup_iters=1, lr_steps=(2 / 3, 8 / 9), log_every=1),
+        measure=MeasureConfig(
+            detection_size=128, batch_sizes=(1,), dtypes=("float32",),
+            channels_last=(False,), min_run_time=0.01, repeats=2,
+        ),
     )
 
 
@@ -136,7 +168,7 @@ PROFILES = {"smoke": _smoke, "default": _default, "paper": _paper}
 
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     return PROFILES[name]()
 
 
@@ -155,37 +187,25 @@ class DataSource:
 
 
 @dataclass
+class BackboneAudit:
+    """What makes a comparison fair or not, per backbone: recorded, never set by the user."""
+
+    weights_file: str | None = None
+    weights_sha256: str | None = None
+    norm: str = "batch"  # the resolved policy: frozen or batch
+    frozen_stem: bool = False
+    decayed_tensors: int = 0  # weights that get `weight_decay`
+    undecayed_tensors: int = 0  # norm weights and biases, which get `norm_bias_weight_decay`
+    frozen_tensors: int = 0  # no gradient at all
+
+
+@dataclass
 class RunConfig:
-    backbones: list[str]
-    profile: Profile
+    backbones: list[str] = field(default_factory=lambda: ["detnet59", "resnet50"])
+    profile: Profile = field(default_factory=_default)
     data: DataSource = field(default_factory=DataSource)
-    seed: int = 0
     device: str = "cpu"
     pretrained_dir: str | None = None
     cache_dir: str = ".cache/detbench"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "RunConfig":
-        return _build(cls, raw)
-
-
-def _build(cls: type, raw: dict[str, Any]) -> Any:
-    """Rebuild nested dataclasses (and YAML lists as tuples) from a plain dict, rejecting unknown keys."""
-    hints = get_type_hints(cls)
-    unknown = set(raw) - set(hints)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} setting(s): {', '.join(sorted(unknown))}")
-    values = {}
-    for name, value in raw.items():
-        hint = hints[name]
-        if is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ValueError(f"{cls.__name__}.{name} must be a mapping of settings, not {value!r}")
-            value = _build(hint, value)
-        elif get_origin(hint) is tuple and isinstance(value, list):
-            value = tuple(value)
-        values[name] = value
-    return cls(**values)
+    strict_data: bool = False  # skippable data problems (degenerate boxes...) become errors
+    audit: dict[str, BackboneAudit] = field(default_factory=dict)

@@ -1,7 +1,7 @@
 """One Faster R-CNN + FPN builder for every backbone, from torchvision's detection modules.
 
 The only parts of our own are the glue torchvision lacks for DetNet:
-- `BackboneWithFPN` names the pyramid P2-P6 by level, whatever the strides. torchvision's
+- `PyramidBackbone` names the pyramid P2-P6 by level, whatever the strides. torchvision's
   FPN already sums equal-resolution maps without upsampling (its nearest resize to the
   same size is the identity), so DetNet's P4-P6 need no special top-down path.
 - `LevelRoIAlign` assigns RoIs to P2-P5 by level *index*. torchvision's
@@ -32,7 +32,7 @@ ROI_LEVELS = (2, 3, 4, 5)  # the FPN paper's k_min..k_max for RoI pooling
 CANONICAL_SCALE, CANONICAL_LEVEL = 224, 4  # k = floor(4 + log2(sqrt(wh) / 224)) at the paper's scale
 
 
-class BackboneWithFPN(nn.Module):
+class PyramidBackbone(nn.Module):
     """Backbone features -> FPN -> OrderedDict {"p2": ..., "p6": ...}.
 
     Four backbone stages (ResNet: strides 4-32) get P6 as a stride-2 max-pool of P5;
@@ -86,8 +86,6 @@ def resolve_norm(cfg: DetectorConfig, pretrained: bool) -> str:
     """'frozen' with ImageNet weights (paper Table 1), 'batch' from scratch (Table 2)."""
     if cfg.norm == "auto":
         return "frozen" if pretrained else "batch"
-    if cfg.norm not in ("frozen", "batch"):
-        raise ValueError(f"detector norm must be auto, frozen or batch, not {cfg.norm!r}")
     return cfg.norm
 
 
@@ -102,7 +100,7 @@ def build_detector(
     if resolve_norm(cfg, pretrained_file is not None) == "frozen":
         body = freeze_batch_norm_2d(body)
         freeze_stem(body)
-    neck = BackboneWithFPN(body)
+    neck = PyramidBackbone(body)
     anchors = AnchorGenerator(
         sizes=tuple((size,) for size in cfg.anchor_sizes),
         aspect_ratios=(tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes),

@@ -16,16 +16,20 @@ import copy
 import io
 import json
 import numbers
-import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from tqdm import tqdm
+
+from .cli import ArgumentParser, entry_point
+from .data.coco import ground_truth, read_annotations
+from .errors import UsageError
+from .progress import progress as progress_bar
 
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 AREA_RANGES = ("all", "small", "medium", "large")
@@ -46,9 +50,6 @@ class EvalResult:
     per_category: dict[str, float]  # category name -> AP@[.50:.95], all areas, maxDets=100
     num_images: int
     num_detections: int
-    # AP on random halves of the images, the same halves for any detections on this GT, so
-    # two backbones' differences can be paired: their spread estimates the noise of AP.
-    ap_halves: list[float]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,33 +114,12 @@ def _load_results(coco_gt: COCO, detections: list[dict]) -> COCO:
     return results
 
 
-def _half_split_ap(cocoeval: COCOeval, num_splits: int, seed: int) -> list[float]:
-    """AP@[.50:.95] on `num_splits` random halves of the images, re-using evaluate()'s per-image work.
+def score(coco_gt: COCO, detections: list[dict]) -> tuple[EvalResult, COCOeval]:
+    """Run COCOeval (bbox) over every ground-truth image; raise ValueError on malformed detections.
 
-    Half-samples drawn without replacement have about the variance of the full-set estimate
-    (finite-population correction 1/2 times twice the variance of a half), so the standard
-    deviation of these values, or of two backbones' paired differences, is a noise estimate.
-    accumulate() skips None entries of evalImgs, whose innermost axis is the image.
+    Returns the numbers and the evaluated COCOeval, whose per-image matches (`evalImgs`) feed
+    the bootstrap intervals (`bench.bootstrap.ImageEval`).
     """
-    full, params = cocoeval.evalImgs, cocoeval.params
-    num_images = len(params.imgIds)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(num_splits):
-        keep = np.zeros(num_images, dtype=bool)
-        keep[rng.choice(num_images, size=num_images // 2, replace=False)] = True
-        cocoeval.evalImgs = [e if keep[j % num_images] else None for j, e in enumerate(full)]
-        cocoeval.accumulate()
-        precision = cocoeval.eval["precision"][..., params.areaRngLbl.index("all"), params.maxDets.index(MAX_DETS)]
-        values.append(_mean_valid(precision))
-    cocoeval.evalImgs = full
-    return values
-
-
-def evaluate_detections(
-    coco_gt: COCO, detections: list[dict], half_splits: int = 20, seed: int = 0
-) -> EvalResult:
-    """Run COCOeval (bbox) over every ground-truth image; raise ValueError on malformed detections."""
     _check_detections(coco_gt, detections)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports progress with print()
         cocoeval = COCOeval(coco_gt, _load_results(coco_gt, detections), "bbox")
@@ -147,18 +127,20 @@ def evaluate_detections(
         cocoeval.evaluate()
         cocoeval.accumulate()
         cocoeval.summarize()
-        result = EvalResult(
-            stats={name: float(value) for name, value in zip(COCO_STAT_NAMES, cocoeval.stats, strict=True)},
-            ap_by_iou=_by_iou(cocoeval, "precision"),
-            ar_by_iou=_by_iou(cocoeval, "recall"),
-            per_category=_per_category(coco_gt, cocoeval),
-            num_images=len(cocoeval.params.imgIds),
-            num_detections=len(detections),
-            ap_halves=[],
-        )
-        if len(cocoeval.params.imgIds) >= 4:
-            result.ap_halves = _half_split_ap(cocoeval, half_splits, seed)
-    return result
+    result = EvalResult(
+        stats={name: float(value) for name, value in zip(COCO_STAT_NAMES, cocoeval.stats, strict=True)},
+        ap_by_iou=_by_iou(cocoeval, "precision"),
+        ar_by_iou=_by_iou(cocoeval, "recall"),
+        per_category=_per_category(coco_gt, cocoeval),
+        num_images=len(cocoeval.params.imgIds),
+        num_detections=len(detections),
+    )
+    return result, cocoeval
+
+
+def evaluate_detections(coco_gt: COCO, detections: list[dict]) -> EvalResult:
+    """pycocotools' numbers for `detections`, see `score`."""
+    return score(coco_gt, detections)[0]
 
 
 def detections_to_coco(
@@ -188,36 +170,27 @@ def predict(
     label_to_category_id: LabelMap,
     device: torch.device | str,
     progress: bool = True,
+    desc: str = "evaluate",
 ) -> list[dict[str, Any]]:
     """Run the detector over (images, targets) batches and return COCO results; leaves the model in eval mode."""
     model.eval()
     detections = []
-    for images, targets in tqdm(loader, desc="evaluate", disable=not progress):
-        outputs = model([image.to(device) for image in images])
-        detections += detections_to_coco(outputs, [target["image_id"] for target in targets], label_to_category_id)
+    with progress_bar(len(loader) if isinstance(loader, Sized) else 0, desc, enabled=progress) as bar:
+        for images, targets in loader:
+            outputs = model([image.to(device) for image in images])
+            detections += detections_to_coco(outputs, [target["image_id"] for target in targets], label_to_category_id)
+            bar.update()
     return detections
 
 
-def _read_json(path: str) -> Any:
+def read_json(path: str | Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON ({exc})") from exc
-
-
-def _load_gt(path: str) -> COCO:
-    """COCO(path) without its prints, which would corrupt --format json."""
-    dataset = _read_json(path)
-    if not isinstance(dataset, dict) or not all(
-        isinstance(dataset.get(key), list) for key in ("images", "annotations", "categories")
-    ):
-        raise ValueError(f"{path}: not a COCO annotation file (needs 'images', 'annotations' and 'categories' lists)")
-    coco = COCO()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+        raise UsageError(f"{path}: invalid JSON ({exc})") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
 
 
 def _format_table(result: EvalResult) -> str:
@@ -232,7 +205,7 @@ def _format_table(result: EvalResult) -> str:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m bench.evaluate",
         description="Score COCO-format box detections against COCO ground truth with pycocotools.",
     )
@@ -242,13 +215,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    coco_gt = ground_truth(read_annotations(args.gt))
     try:
-        result = evaluate_detections(_load_gt(args.gt), _read_json(args.detections))
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        result = evaluate_detections(coco_gt, read_json(args.detections))
+    except ValueError as exc:
+        raise UsageError(f"{args.detections}: {exc}") from None
     print(json.dumps(result.stats) if args.format == "json" else _format_table(result))
     return 0
 

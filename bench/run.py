@@ -1,14 +1,14 @@
-"""`python -m bench.run`: data -> detector -> train -> evaluate -> measure -> report, per backbone.
+"""`python -m bench.run`: data -> detector -> train -> evaluate -> measure -> report, per seed and backbone.
 
-Every backbone gets the same data, detector settings, schedule and seed; the run folder
-holds everything needed to read and to repeat the run (see README, "What you get").
-Under `torchrun`, training is data-parallel; evaluation, measurement and writing happen
-on rank 0 while the other processes wait.
+Within a seed every backbone gets the same data, batches, flips, detector settings and
+schedule; each seed repeats that, so the report can separate a real difference from training
+noise. The run folder holds everything needed to read and to repeat the run (README, "What
+you get"). Under `torchrun`, training is data-parallel; evaluation, measurement and writing
+happen on rank 0 while the other processes wait.
 """
 from __future__ import annotations
 
-import argparse
-import json
+import hashlib
 import os
 import sys
 import time
@@ -19,89 +19,96 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.distributed as dist
-import yaml
 
-from backbones import WeightsError, create_backbone
+from . import checkpoint, configure, data, detector, evaluate, measure, report, train
+from .bootstrap import ImageEval
+from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir
+from .cli import parse_seeds, split_list
+from .config import PROFILES, BackboneAudit, RunConfig
+from .errors import ConfigError, DataError, UsageError
+from .files import set_status, write_csv, write_json, write_text
 
-from . import data, detector, evaluate, measure, report, train
-from .cli import UsageError, check_backbones, check_device, fresh_dir, parse_backbones
-from .config import PROFILES, DataSource, RunConfig, get_profile
-
-CONFIG_FILE, METRICS_FILE = "config.yaml", "metrics.csv"
+CONFIG_FILE, METRICS_FILE, DATA_REPORT = "config.yaml", "metrics.csv", "data_report.json"
+DIVERGED_FILE = "diverged.json"
 # Rank 0 evaluates (COCO val: minutes) while the others wait in the next collective.
 COLLECTIVE_TIMEOUT = timedelta(hours=3)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+def parse_args(argv: list[str] | None):
+    parser = ArgumentParser(
         prog="python -m bench.run",
         description="Train and evaluate Faster R-CNN + FPN on several backbones under identical settings.",
     )
-    parser.add_argument("--backbones", default="detnet59,resnet50", help="comma-separated timm model names")
-    parser.add_argument("--profile", default="default", choices=sorted(PROFILES), help="schedule and sizes")
+    parser.add_argument("--backbones", help="comma-separated timm model names (default detnet59,resnet50)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="schedule and sizes (default: default)")
     parser.add_argument("--data", help="COCO 2017 folder (annotations/, train2017/, val2017/)")
     parser.add_argument("--train-ann", help="any COCO-format training annotation file")
     parser.add_argument("--train-images", help="folder of the training images")
     parser.add_argument("--val-ann", help="COCO-format validation annotation file")
     parser.add_argument("--val-images", help="folder of the validation images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="one training seed")
+    seeds.add_argument("--seeds", help="training seeds: a list (0,1,2) or a count (3 = 0,1,2)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     parser.add_argument("--pretrained-dir", help="folder of local ImageNet weights, <backbone>.pth/.safetensors")
-    parser.add_argument("--cache-dir", default=".cache/detbench", help="where the synthetic set is generated")
-    parser.add_argument(
-        "--out", help="new or empty run folder (default results/<date>-<time>-<profile>-s<seed>-<backbones>)"
-    )
-    parser.add_argument("--config", help="repeat a run: its config.yaml replaces the options above but --out")
+    parser.add_argument("--cache-dir", help="where the synthetic set and annotation indexes are kept")
+    parser.add_argument("--out", help="new or empty run folder (default results/<date>-<time>-<profile>-s<seeds>-<backbones>)")
+    parser.add_argument("--config", help="repeat a run: settings from its config.yaml, then the options given here")
     parser.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in its own folder")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any setting, e.g. train.iterations=400 (repeatable)")
+    parser.add_argument("--strict-data", action="store_true", default=None,
+                        help="stop at a skippable data problem (degenerate box...) instead of skipping it")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
     return parser.parse_args(argv)
 
 
-def read_config(path: Path) -> RunConfig:
-    try:
-        return RunConfig.from_dict(yaml.safe_load(path.read_text()))
-    except (OSError, yaml.YAMLError, TypeError, ValueError, AttributeError) as err:
-        raise UsageError(f"cannot read {path}: {err}") from None
+def options_from_args(args) -> dict[str, Any]:
+    """The settings given explicitly on the command line, by their dotted names in RunConfig."""
+    options: dict[str, Any] = {}
+    if args.backbones is not None:
+        options["backbones"] = split_list(args.backbones)
+    if args.seed is not None:
+        options["profile.seeds"] = [args.seed]
+    if args.seeds is not None:
+        options["profile.seeds"] = parse_seeds(args.seeds)
+    if args.device is not None:
+        options["device"] = args.device
+    elif args.config is None:
+        options["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    for key in ("pretrained_dir", "cache_dir", "strict_data"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    options.update({f"data.{key}": value for key, value in data_paths(args).items()})
+    return options
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    if args.resume:
-        return read_config(Path(args.resume) / CONFIG_FILE)
-    if args.config:
-        return read_config(Path(args.config))
-    return RunConfig(
-        backbones=parse_backbones(args.backbones),
-        profile=get_profile(args.profile),
-        data=data_source(args),
-        seed=args.seed,
-        device=args.device,
-        pretrained_dir=args.pretrained_dir,
-        cache_dir=args.cache_dir,
-    )
-
-
-def data_source(args: argparse.Namespace) -> DataSource:
-    explicit = [args.train_ann, args.train_images, args.val_ann, args.val_images]
-    if args.data and any(explicit):
+def data_paths(args) -> dict[str, str]:
+    explicit = {"train_ann": args.train_ann, "train_images": args.train_images,
+                "val_ann": args.val_ann, "val_images": args.val_images}
+    if args.data and any(explicit.values()):
         raise UsageError("give either --data or --train-ann/--train-images/--val-ann/--val-images, not both")
     if args.data:
-        return data.coco_layout(args.data)
-    if any(explicit) and not all(explicit):
+        return vars(data.coco_layout(args.data))
+    if any(explicit.values()) and not all(explicit.values()):
         raise UsageError("--train-ann, --train-images, --val-ann and --val-images go together")
-    return DataSource(*explicit)
+    return {key: value for key, value in explicit.items() if value}
 
 
-def validate(cfg: RunConfig) -> None:
-    """Catch user mistakes in seconds, before any long work starts."""
-    check_backbones(cfg.backbones)
-    check_device(cfg.device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.profile.train.batch_size % world:
-        raise UsageError(f"batch size {cfg.profile.train.batch_size} does not split over {world} processes")
-    if not cfg.data.synthetic:
-        data.check_source(cfg.data)
-    for name in cfg.backbones:
-        create_backbone(name, pretrained_file(cfg, name))  # unknown layouts and unfit weights fail here
+def config_from_args(args) -> RunConfig:
+    if args.resume:
+        given = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--profile", args.profile),
+                                          ("--backbones", args.backbones), ("--seeds", args.seeds or args.seed))
+                 if value]
+        if given:
+            raise UsageError(f"--resume continues the run as its config.yaml says; {given[0]} would change it")
+        return configure.build(file=Path(args.resume) / CONFIG_FILE)
+    cfg = configure.build(args.profile, args.config, options_from_args(args), args.set)
+    try:
+        cfg.profile.train.precision = train.resolve_precision(cfg.profile.train.precision, torch.device(cfg.device))
+    except (ValueError, RuntimeError) as err:
+        raise ConfigError(str(err)) from None
+    return cfg
 
 
 def pretrained_file(cfg: RunConfig, backbone: str) -> Path | None:
@@ -114,6 +121,89 @@ def pretrained_file(cfg: RunConfig, backbone: str) -> Path | None:
     if not found:
         raise UsageError(f"no {backbone}.safetensors or {backbone}.pth in {folder}")
     return found[0]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def audit(cfg: RunConfig, name: str, num_classes: int) -> BackboneAudit:
+    """Build the detector as training will (weights, norm, freezing) and record what makes it fair."""
+    weights = pretrained_file(cfg, name)
+    model = detector.build_detector(name, num_classes, cfg.profile.detector, weights)
+    decayed, undecayed = train.decay_split(model)
+    norm = detector.resolve_norm(cfg.profile.detector, weights is not None)
+    return BackboneAudit(
+        weights_file=str(weights) if weights else None,
+        weights_sha256=sha256(weights) if weights else None,
+        norm=norm,
+        frozen_stem=norm == "frozen",  # build_detector freezes the stem with the norm
+        decayed_tensors=len(decayed),
+        undecayed_tensors=len(undecayed),
+        frozen_tensors=sum(1 for p in model.parameters() if not p.requires_grad),
+    )
+
+
+def load_data(cfg: RunConfig) -> tuple[data.Split, data.Split]:
+    """Both splits read and checked once; the training index cached for later runs and ranks."""
+    source = data.make_synthetic(cfg.profile.synthetic, cfg.cache_dir) if cfg.data.synthetic else cfg.data
+    train_split = data.load_split(source.train_ann, source.train_images, cfg.cache_dir, cfg.strict_data, keep_data=False)
+    val_split = data.load_split(source.val_ann, source.val_images, None, strict=False, keep_data=True)
+    train_cats, val_cats = train_split.index.category_ids.tolist(), val_split.index.category_ids.tolist()
+    if train_cats != val_cats:
+        raise DataError(f"{source.val_ann} has category ids {val_cats[:5]}..., {source.train_ann} {train_cats[:5]}...: "
+                        "training and validation must share their categories")
+    return train_split, val_split
+
+
+def check_resume(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse to resume when config.yaml (or a weights file) changed since a checkpoint was saved."""
+    for path in sorted(run_dir.glob(f"seed*/*/{checkpoint.CHECKPOINT_FILE}")):
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config")
+        changed = configure.first_difference(saved, configure.to_dict(cfg)) if saved else None
+        if changed:
+            raise UsageError(f"{run_dir / CONFIG_FILE}: setting {changed} changed since {path} was saved; "
+                             "restore it, or start a new run with --config")
+
+
+def prepare(args) -> tuple[RunConfig, Path, tuple[data.Split, data.Split]]:
+    """Settings, every check, the data read once, then the run folder: nothing is written before
+    every input has been found usable."""
+    cfg = config_from_args(args)
+    check_backbones(cfg.backbones)
+    check_device(cfg.device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.profile.train.batch_size % world:
+        raise UsageError(f"batch size {cfg.profile.train.batch_size} does not split over {world} processes")
+    check_writable_dir(Path(cfg.cache_dir), "--cache-dir")
+    if args.out is not None:
+        check_writable_dir(Path(args.out), "--out")
+    splits = load_data(cfg)
+    recorded = dict(cfg.audit)
+    cfg.audit = {name: audit(cfg, name, len(splits[0].index.category_ids) + 1) for name in cfg.backbones}
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if args.resume:
+        run_dir = Path(args.resume)
+        changed = configure.first_difference(configure.to_dict(RunConfig(audit=recorded)),
+                                             configure.to_dict(RunConfig(audit=cfg.audit)))
+        if changed:
+            raise UsageError(f"{changed} differs from the run's config.yaml: a weights file or the backbone changed")
+        check_resume(cfg, run_dir)
+        return cfg, run_dir, splits
+    if not is_main:
+        return cfg, Path(args.out or ""), splits  # only rank 0 writes
+    seeds = "+".join(map(str, cfg.profile.seeds))
+    run_dir = fresh_dir(args.out, f"{cfg.profile.name}-s{seeds}-{'-'.join(cfg.backbones)}")
+    write_text(run_dir / CONFIG_FILE, configure.to_yaml(cfg))
+    warnings = data.skip_warnings(splits[0].index)
+    write_json(run_dir / DATA_REPORT, {"skipped": splits[0].index.skipped, "warnings": warnings})
+    for line in warnings:
+        print(f"warning: {line} (recorded in {run_dir / DATA_REPORT})", file=sys.stderr)
+    return cfg, run_dir, splits
 
 
 def init_distributed(cfg: RunConfig) -> tuple[torch.device, int, int]:
@@ -129,60 +219,60 @@ def init_distributed(cfg: RunConfig) -> tuple[torch.device, int, int]:
     return device, dist.get_rank(), world
 
 
-def run_backbone(
-    name: str,
-    cfg: RunConfig,
-    datasets: tuple[data.CocoDetection, data.CocoDetection],
-    run_dir: Path,
-    device: torch.device,
-    progress: bool,
-    resume: bool,
-) -> dict[str, Any] | None:
-    """Train and evaluate one backbone; rank 0 writes its folder and returns its metrics."""
+def result_dir(run_dir: Path, seed: int, name: str) -> Path:
+    return run_dir / f"seed{seed}" / name
+
+
+def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.CocoDetection, data.CocoDetection],
+                 coco_gt: Any, run_dir: Path, device: torch.device, progress: bool, resume: bool,
+                 stop: train.StopRequest) -> dict[str, Any] | None:
+    """Train and evaluate one backbone with one seed; rank 0 writes its folder and returns its metrics."""
     train_set, val_set = datasets
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    out_dir = run_dir / name
+    out_dir = result_dir(run_dir, seed, name)
     if rank == 0:
-        out_dir.mkdir(exist_ok=True)
-    torch.manual_seed(cfg.seed)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    settings = cfg.profile.train
+    torch.manual_seed(seed)
     model = detector.build_detector(name, train_set.num_classes, cfg.profile.detector, pretrained_file(cfg, name))
-    model.to(device)
-    torch.manual_seed(cfg.seed)  # the same flips and RoI sampling draws for every backbone, whatever its init used
-    loader = data.build_train_loader(
-        train_set, cfg.profile.train.batch_size // world, cfg.seed, cfg.profile.train.workers, distributed=world > 1
-    )
+    model.to(device, memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
+    torch.manual_seed(seed)  # the same RoI sampling draws for every backbone, whatever its init consumed
+    train_set.seed = seed
+
+    def make_loader(start: int):
+        return data.build_train_loader(train_set, settings.batch_size, seed, settings.workers, start, rank, world)
+
     trained = model
     if world > 1:
         if device.type == "cuda":  # batch statistics over all GPUs, as training BatchNorm from scratch needs
             trained = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         trained = torch.nn.parallel.DistributedDataParallel(trained, device_ids=[device] if device.type == "cuda" else None)
-    result = train.train(
-        trained, loader, cfg.profile.train, out_dir, device, progress=progress, desc=f"train {name}", resume=resume
-    )
+    result = train.train(trained, make_loader, settings, out_dir, device, config=configure.to_dict(cfg),
+                         progress=progress, desc=f"train {name} seed {seed}", resume=resume, stop=stop)
     if rank != 0:
         return None
     start = time.perf_counter()
-    val_loader = data.build_eval_loader(val_set, batch_size=2, workers=cfg.profile.train.workers)
-    detections = evaluate.predict(model, val_loader, val_set.label_to_category_id, device, progress=progress)
-    (out_dir / "detections.json").write_text(json.dumps(detections))
-    scores = evaluate.evaluate_detections(val_set.coco, detections)
+    val_loader = data.build_eval_loader(val_set, batch_size=2, workers=settings.workers)
+    detections = evaluate.predict(model, val_loader, val_set.label_to_category_id, device, progress=progress,
+                                  desc=f"evaluate {name} seed {seed}")
+    write_json(out_dir / "detections.json", detections, indent=None)
+    scores, cocoeval = evaluate.score(coco_gt, detections)
+    ImageEval.from_cocoeval(cocoeval).save(out_dir / "evaluation.npz")
     metrics = {
         "backbone": name,
+        "seed": seed,
         **scores.to_dict(),
-        "train": {
-            "iterations": cfg.profile.train.iterations,
-            "seconds": round(result.seconds, 2),
-            "images_per_s": round(result.images_per_s, 3),
-            "final_loss": result.final_loss,
-        },
+        "train": {"iterations": result.iterations, "seconds": round(result.seconds, 2),
+                  "images_per_s": round(result.images_per_s, 3), "final_loss": result.final_loss},
         "eval_seconds": round(time.perf_counter() - start, 2),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 
 def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
+        "seed": metrics["seed"],
         "backbone": metrics["backbone"],
         **metrics["stats"],
         "train_seconds": metrics["train"]["seconds"],
@@ -191,28 +281,38 @@ def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def finished_metrics(run_dir: Path, name: str) -> dict[str, Any] | None:
-    path = run_dir / name / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def execute(cfg: RunConfig, run_dir: Path, progress: bool, resume: bool) -> None:
+def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split], progress: bool, resume: bool,
+            stop: train.StopRequest) -> None:
     device, rank, world = init_distributed(cfg)
-    source = data.make_synthetic(cfg.profile.synthetic, cfg.cache_dir) if cfg.data.synthetic else cfg.data
+    train_split, val_split = splits
     datasets = (
-        data.CocoDetection(source.train_ann, source.train_images, train=True, hflip=cfg.profile.train.hflip),
-        data.CocoDetection(source.val_ann, source.val_images, train=False),
+        data.CocoDetection(train_split.index, train_split.image_dir, train_split.ann_path, train=True,
+                           hflip=cfg.profile.train.hflip),
+        data.CocoDetection(val_split.index, val_split.image_dir, val_split.ann_path, train=False),
     )
+    coco_gt = data.ground_truth(val_split.data) if rank == 0 else None
     rows = []
-    for name in cfg.backbones:
-        done = finished_metrics(run_dir, name) if resume else None
-        metrics = done or run_backbone(name, cfg, datasets, run_dir, device, progress, resume)
-        if rank == 0:
-            rows.append(metrics_row(metrics))
-            pd.DataFrame(rows).to_csv(run_dir / METRICS_FILE, index=False)  # kept current after each backbone
-            stats, trained = metrics["stats"], metrics["train"]
-            print(f"{name}: {trained['iterations']} iterations in {trained['seconds'] / 60:.1f} min, "
-                  f"AP {100 * stats['AP']:.1f}, AP50 {100 * stats['AP50']:.1f}", flush=True)
+    for seed in cfg.profile.seeds:
+        for name in cfg.backbones:
+            out_dir = result_dir(run_dir, seed, name)
+            done = evaluate.read_json(out_dir / "metrics.json") if resume and (out_dir / "metrics.json").is_file() else None
+            if resume and (out_dir / DIVERGED_FILE).is_file():
+                continue  # it would diverge again: the same seed gives the same steps
+            try:
+                metrics = done or run_backbone(name, seed, cfg, datasets, coco_gt, run_dir, device, progress,
+                                               resume, stop)
+            except train.TrainingDiverged as err:
+                if rank == 0:
+                    write_json(out_dir / DIVERGED_FILE, {"reason": str(err)})
+                    print(f"warning: {err}; its last good checkpoint is kept, the other backbones go on",
+                          file=sys.stderr, flush=True)
+                continue
+            if rank == 0:
+                rows.append(metrics_row(metrics))
+                write_csv(run_dir / METRICS_FILE, pd.DataFrame(rows))  # kept current after each backbone
+                stats, trained = metrics["stats"], metrics["train"]
+                print(f"{name} seed {seed}: {trained['iterations']} iterations in {trained['seconds'] / 60:.1f} min, "
+                      f"AP {100 * stats['AP']:.1f}, AP50 {100 * stats['AP50']:.1f}", flush=True)
     if rank == 0:
         measure.measure(cfg.backbones, cfg.profile, device, run_dir, datasets[0].num_classes, progress=progress)
         report.write_report(run_dir)
@@ -220,41 +320,35 @@ def execute(cfg: RunConfig, run_dir: Path, progress: bool, resume: bool) -> None
         dist.destroy_process_group()
 
 
-def prepare(args: argparse.Namespace) -> tuple[RunConfig, Path]:
-    """Config, checks and the run folder (rank 0 creates it and writes config.yaml)."""
-    cfg = config_from_args(args)
-    validate(cfg)
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    if args.resume:
-        return cfg, Path(args.resume)
-    if not is_main:
-        return cfg, Path(args.out or "")  # only rank 0 writes
-    run_dir = fresh_dir(args.out, f"{cfg.profile.name}-s{cfg.seed}-{'-'.join(cfg.backbones)}")
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return cfg, run_dir
-
-
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        cfg, run_dir = prepare(args)
-    except (UsageError, data.DataError, WeightsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg, run_dir, splits = prepare(args)
+    is_main = int(os.environ.get("RANK", "0")) == 0
     start = time.perf_counter()
+    status = (lambda *a, **k: set_status(run_dir, *a, **k)) if is_main else (lambda *a, **k: None)
+    resume_hint = f"python -m bench.run --resume {run_dir}"
+    status("running")
     try:
-        execute(cfg, run_dir, progress=not args.no_progress, resume=bool(args.resume))
-    except (data.DataError, train.TrainingDiverged) as err:
-        print(f"error: {err} (results so far are in {run_dir}; --resume {run_dir} goes on)", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: results so far are in {run_dir}; --resume {run_dir} goes on", file=sys.stderr)
+        with train.StopRequest() as stop:
+            execute(cfg, run_dir, splits, progress=not args.no_progress, resume=bool(args.resume), stop=stop)
+    except (train.TrainingStopped, KeyboardInterrupt) as err:
+        status("interrupted", str(err) or "KeyboardInterrupt", resume=resume_hint)
+        print(f"\ninterrupted: {str(err) or 'Ctrl-C'}; results so far are in {run_dir}; `{resume_hint}` goes on",
+              file=sys.stderr)
         return 130
-    if int(os.environ.get("RANK", "0")) == 0:
+    except DataError as err:
+        status("failed", str(err), resume=resume_hint)
+        raise
+    except BaseException as err:
+        status("failed", f"{type(err).__name__}: {err}", resume=resume_hint)
+        raise
+    status("finished")
+    if is_main:
         minutes = (time.perf_counter() - start) / 60
-        accuracy = report.build_tables(report.load_run(run_dir))["accuracy"]
-        print(f"\n{accuracy.title}\n\n{accuracy.to_markdown()}\n")
-        print(f"{cfg.profile.name} profile, {len(cfg.backbones)} backbone(s), {minutes:.1f} min; report: {run_dir / 'report.md'}")
+        print(f"\n{report.summary(run_dir)}\n")
+        print(f"{cfg.profile.name} profile, {len(cfg.backbones)} backbone(s) x {len(cfg.profile.seeds)} seed(s), "
+              f"{minutes:.1f} min; report: {run_dir / 'report.md'}")
     return 0
 
 

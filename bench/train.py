@@ -1,50 +1,97 @@
-"""Training: SGD with momentum, linear warm-up, step decay, as the paper; AMP on CUDA.
+"""Training: SGD with momentum, linear warm-up, step decay, as the paper; mixed precision where it is native.
 
 The learning rate scales linearly with the batch (`base_lr * batch / base_batch`), so a
-profile with a smaller batch keeps the paper's effective step size. Losses go to
-`loss.csv` every `log_every` iterations (window means), a checkpoint every
-`checkpoint_every` iterations and at the end.
+profile with a smaller batch keeps the paper's effective step size. Losses go to `loss.csv`
+every `log_every` iterations (window means), a checkpoint every `checkpoint_every`
+iterations, when asked to stop, and at the end; a resumed run continues bit-exactly.
 """
 from __future__ import annotations
 
 import csv
+import io
 import math
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
+from . import checkpoint
 from .config import TrainConfig
+from .errors import DataError
+from .files import write_text
+from .progress import progress as progress_bar
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 LOSS_COLUMNS = ("iteration", "lr", "loss", *LOSS_NAMES, "images_per_s", "elapsed_s")
+LOSS_FILE = "loss.csv"
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss stopped being finite; the message says at which iteration."""
+    """A loss stopped being finite; the message names the iteration and the loss term."""
+
+
+class TrainingStopped(RuntimeError):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved at the iteration the message names."""
 
 
 @dataclass
 class TrainResult:
-    iterations: int  # run in this call (fewer than the schedule's when resumed)
-    seconds: float
+    iterations: int  # of the schedule, done by now
+    seconds: float  # training time over all sessions of a resumed run
     images_per_s: float  # over all processes
     final_loss: float
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a request the training loop honours at the next safe point
+    (after a whole step), so it can save a checkpoint; a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __enter__(self) -> StopRequest:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal else ""
 
 
 def scaled_lr(cfg: TrainConfig) -> float:
     return cfg.base_lr * cfg.batch_size / cfg.base_batch
 
 
+def decay_split(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(weights, norm weights and biases) among the trainable parameters: timm's rule, 1-D or bias."""
+    decayed, undecayed = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (undecayed if param.ndim <= 1 or name.endswith(".bias") else decayed).append(param)
+    return decayed, undecayed
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=scaled_lr(cfg), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    decayed, undecayed = decay_split(model)
+    groups = [{"params": decayed, "weight_decay": cfg.weight_decay},
+              {"params": undecayed, "weight_decay": cfg.norm_bias_weight_decay}]
+    return torch.optim.SGD(groups, lr=scaled_lr(cfg), momentum=cfg.momentum)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
@@ -57,8 +104,23 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
     return torch.optim.lr_scheduler.ChainedScheduler([warmup, decay])
 
 
-def amp_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    return cfg.amp and device.type == "cuda"
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bfloat16 in hardware (AVX512-BF16/AMX CPUs, Ampere+ GPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where native, else 'fp32'; fp16 needs CUDA (its gradient scaler does)."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
+    return precision
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def train_step(
@@ -67,10 +129,12 @@ def train_step(
     scaler: torch.amp.GradScaler,
     images: list[torch.Tensor],
     targets: list[dict],
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One SGD step: losses (under fp16 autocast when the scaler is on), backward, update."""
+    """One SGD step: losses (under autocast for bf16/fp16), backward (scaled for fp16), update."""
     device_type = images[0].device.type
-    with torch.autocast(device_type, enabled=scaler.is_enabled()):
+    dtype = AUTOCAST_DTYPES.get(precision)
+    with torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         losses = model(images, targets)
     loss = sum(losses.values())
     optimizer.zero_grad(set_to_none=True)
@@ -80,85 +144,35 @@ def train_step(
     return loss.detach(), losses
 
 
-def endless(loader: DataLoader) -> Iterator:
-    """Iterate epochs back to back; a DistributedSampler gets a new epoch each pass."""
-    epoch = 0
+def _batches(loader: DataLoader) -> Iterator:
+    """The loader's batches; a data problem raised in a worker comes out as the DataError it was."""
+    iterator = iter(loader)
     while True:
-        sampler = getattr(loader, "batch_sampler", None)
-        sampler = getattr(sampler, "sampler", sampler)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
-def train(
-    model: nn.Module,
-    loader: DataLoader,
-    cfg: TrainConfig,
-    out_dir: str | Path,
-    device: torch.device,
-    progress: bool = True,
-    desc: str = "train",
-    resume: bool = False,
-) -> TrainResult:
-    """Train `model` for `cfg.iterations`; rank 0 writes `loss.csv` and `checkpoint.pth` into `out_dir`.
-
-    With `resume`, training continues from `out_dir/checkpoint.pth` when there is one (model,
-    optimizer, schedule and loss scale; the data order restarts with a new epoch).
-    """
-    checkpoint = Path(out_dir) / "checkpoint.pth"
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    is_main = not dist.is_initialized() or dist.get_rank() == 0
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_enabled(cfg, device))
-    done = load_checkpoint(checkpoint, model, optimizer, scheduler, scaler) if resume and checkpoint.is_file() else 0
-    model.train()
-
-    writer = LossLog(checkpoint.with_name("loss.csv"), append=done > 0) if is_main else None
-    window: list[dict[str, float]] = []
-    images_seen, start = 0, time.perf_counter()
-    bar = tqdm(total=cfg.iterations, initial=done, desc=desc, disable=not (progress and is_main), dynamic_ncols=True)
-    batches = endless(loader)
-    loss = torch.tensor(float("nan"))
-    for iteration in range(done + 1, cfg.iterations + 1):
-        images, targets = next(batches)
-        images = [image.to(device, non_blocking=True) for image in images]
-        targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-        lr = optimizer.param_groups[0]["lr"]
-        loss, losses = train_step(model, optimizer, scaler, images, targets)
-        if not math.isfinite(loss.item()):
-            raise TrainingDiverged(f"{desc}: loss became {loss.item()} at iteration {iteration}")
-        scheduler.step()
-
-        images_seen += len(images) * world  # every process trains on its own share of the batch
-        elapsed = time.perf_counter() - start
-        window.append({"loss": loss.item(), **{k: v.item() for k, v in losses.items()}})
-        bar.update()
-        bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{images_seen / elapsed:.2f}")
-        if writer and (iteration % cfg.log_every == 0 or iteration == cfg.iterations):
-            means = {k: sum(row[k] for row in window) / len(window) for k in window[0]}
-            writer.write(iteration=iteration, lr=lr, images_per_s=images_seen / elapsed, elapsed_s=elapsed, **means)
-            window.clear()
-        if is_main and cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0:
-            save_checkpoint(checkpoint, model, optimizer, scheduler, scaler, iteration)
-    bar.close()
-
-    seconds = time.perf_counter() - start
-    if is_main:
-        save_checkpoint(checkpoint, model, optimizer, scheduler, scaler, cfg.iterations)
-        writer.close()
-    return TrainResult(cfg.iterations - done, seconds, images_seen / max(seconds, 1e-9), loss.item())
+        try:
+            yield next(iterator)
+        except DataError as err:
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            raise DataError(lines[-1].split("DataError: ", 1)[-1]) from None
 
 
 class LossLog:
-    """CSV of window-mean losses, flushed per row so a crash keeps the curve."""
+    """loss.csv of window-mean losses, flushed per row so a crash keeps the curve; on resume the
+    rows after the checkpoint are dropped first, so each iteration is logged once."""
 
-    def __init__(self, path: Path, append: bool = False) -> None:
-        self.file = path.open("a" if append else "w", newline="")
+    def __init__(self, path: Path, resume_at: int = 0) -> None:
+        if resume_at and path.is_file():
+            with path.open(newline="") as f:
+                kept = [row for row in csv.DictReader(f) if int(row["iteration"]) <= resume_at]
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=LOSS_COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+            write_text(path, buffer.getvalue())
+            self.file = path.open("a", newline="")
+        else:
+            self.file = path.open("w", newline="")
         self.csv = csv.DictWriter(self.file, fieldnames=LOSS_COLUMNS, extrasaction="ignore")
-        if not append:
+        if not resume_at:
             self.csv.writeheader()
 
     def write(self, **row: float) -> None:
@@ -169,42 +183,87 @@ class LossLog:
         self.file.close()
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
+def _diverged(desc: str, iteration: int, losses: dict[str, torch.Tensor]) -> TrainingDiverged:
+    bad = {name: value.item() for name, value in losses.items() if not math.isfinite(value.item())}
+    term, value = next(iter(bad.items()), ("loss", float("nan")))
+    return TrainingDiverged(f"{desc}: {term} became {value} at iteration {iteration}")
 
 
-def save_checkpoint(
-    path: Path,
+def train(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    iteration: int,
-) -> None:
-    """Everything training needs to go on; written atomically, so an interrupted save never truncates it."""
-    state = {
-        "model": _unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "iteration": iteration,
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    make_loader: Callable[[int], DataLoader],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    device: torch.device,
+    config: dict[str, Any] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    resume: bool = False,
+    stop: StopRequest | None = None,
+) -> TrainResult:
+    """Train `model` for `cfg.iterations`; rank 0 writes `loss.csv` and `checkpoint.pth` into `out_dir`.
 
+    `make_loader(start)` gives the endless batches from iteration `start` on. With `resume`,
+    training continues bit-exactly from `out_dir/checkpoint.pth` when there is one. A NaN or
+    Inf loss raises TrainingDiverged without saving; a stop request saves and raises TrainingStopped.
+    """
+    path = Path(out_dir) / checkpoint.CHECKPOINT_FILE
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    is_main = not dist.is_initialized() or dist.get_rank() == 0
+    precision = resolve_precision(cfg.precision, device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    done, window, seconds_before, images_before, last_loss = 0, [], 0.0, 0, float("nan")
+    if resume and path.is_file():
+        state = checkpoint.load(path)
+        done = checkpoint.restore(state, model, optimizer, scheduler, scaler)
+        window, seconds_before = state["window"], state["seconds"]
+        images_before, last_loss = state["images"], state["loss"]
+    model.train()
 
-def load_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-) -> int:
-    """Restore a `save_checkpoint` file; returns the iterations it had done."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    _unwrap(model).load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    scaler.load_state_dict(state["scaler"])
-    return int(state["iteration"])
+    def save(iteration: int) -> None:
+        if is_main:
+            extra = {"window": window, "seconds": seconds_before + time.perf_counter() - start,
+                     "images": images_before + images_seen, "loss": last_loss}
+            checkpoint.save(path, iteration, model, optimizer, scheduler, scaler, config or {}, extra)
+
+    writer = LossLog(path.with_name(LOSS_FILE), resume_at=done) if is_main else None
+    images_seen, start = 0, time.perf_counter()
+    bar = progress_bar(cfg.iterations, desc, enabled=progress and is_main, initial=done)
+    batches = _batches(make_loader(done))
+    try:
+        for iteration in range(done + 1, cfg.iterations + 1):
+            images, targets = next(batches)
+            images = [image.to(device, non_blocking=True) for image in images]
+            targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+            lr = optimizer.param_groups[0]["lr"]
+            loss, losses = train_step(model, optimizer, scaler, images, targets, precision)
+            if not math.isfinite(loss.item()):
+                raise _diverged(desc, iteration, losses)
+            scheduler.step()
+            last_loss = loss.item()
+
+            images_seen += len(images) * world  # every process trains on its own share of the batch
+            elapsed = time.perf_counter() - start
+            window.append({"loss": loss.item(), **{k: v.item() for k, v in losses.items()}})
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{images_seen / elapsed:.2f}")
+            if iteration % cfg.log_every == 0 or iteration == cfg.iterations:
+                if writer:
+                    means = {k: sum(row[k] for row in window) / len(window) for k in window[0]}
+                    writer.write(iteration=iteration, lr=lr, images_per_s=images_seen / elapsed,
+                                 elapsed_s=seconds_before + elapsed, **means)
+                window = []
+            if stop is not None and stop.signal is not None:
+                save(iteration)
+                raise TrainingStopped(f"{desc}: stopped by {stop.name} after iteration {iteration}; checkpoint saved")
+            if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.iterations:
+                save(iteration)
+        save(cfg.iterations)
+    finally:
+        bar.close()
+        if writer:
+            writer.close()
+    seconds = seconds_before + time.perf_counter() - start
+    return TrainResult(cfg.iterations, seconds, (images_before + images_seen) / max(seconds, 1e-9), last_loss)

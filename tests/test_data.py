@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -11,13 +12,17 @@ import pytest
 import torch
 from PIL import Image
 from pycocotools.coco import COCO
-from torch.utils.data import RandomSampler
-
 from bench.config import DataSource, SyntheticConfig
 from bench.data import (
-    SYNTHETIC_CATEGORIES, CocoDetection, DataError, GroupedBatchSampler, build_eval_loader,
-    build_train_loader, check_source, coco_layout, collate, make_synthetic,
+    SYNTHETIC_CATEGORIES, CocoDetection, DataError, build_eval_loader, build_train_loader, coco_layout, collate,
+    epoch_batches, load_split, make_synthetic,
 )
+
+
+def check_source(src: DataSource) -> None:
+    """Read and check both splits as a run does before training."""
+    for ann, images in ((src.train_ann, src.train_images), (src.val_ann, src.val_images)):
+        load_split(ann, images, cache_dir=None, strict=False, keep_data=False)
 
 TINY = SyntheticConfig(num_train=4, num_val=2, image_size=64, seed=3)
 
@@ -135,7 +140,7 @@ def coco_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def train_set(coco_root: Path) -> CocoDetection:
     src = coco_layout(coco_root)
-    return CocoDetection(src.train_ann, src.train_images, train=True)
+    return CocoDetection.from_files(src.train_ann, src.train_images, train=True)
 
 
 def test_coco_layout_resolves(coco_root: Path) -> None:
@@ -179,7 +184,7 @@ def test_dataset_labels_are_contiguous(train_set: CocoDetection) -> None:
 @pytest.mark.parametrize("train", [True, False])
 def test_dataset_targets(coco_root: Path, train: bool) -> None:
     src = coco_layout(coco_root)
-    dataset = CocoDetection(src.train_ann, src.train_images, train=train)
+    dataset = CocoDetection.from_files(src.train_ann, src.train_images, train=train)
     image, target = dataset[0]  # crowd and zero-width boxes dropped
     assert image.shape == (3, 30, 40) and image.dtype == torch.float32
     assert torch.allclose(image[:, 0, 0], torch.tensor([200, 10, 10]) / 255)
@@ -200,8 +205,8 @@ def test_dataset_targets(coco_root: Path, train: bool) -> None:
 
 def test_hflip_mirrors_boxes(coco_root: Path) -> None:
     src = coco_layout(coco_root)
-    plain = CocoDetection(src.train_ann, src.train_images, train=True)
-    flipped = CocoDetection(src.train_ann, src.train_images, train=True, hflip=1.0)
+    plain = CocoDetection.from_files(src.train_ann, src.train_images, train=True)
+    flipped = CocoDetection.from_files(src.train_ann, src.train_images, train=True, hflip=1.0)
     for index in range(len(plain)):
         (image, target), (image_f, target_f) = plain[index], flipped[index]
         width = image.shape[-1]
@@ -211,18 +216,14 @@ def test_hflip_mirrors_boxes(coco_root: Path) -> None:
         assert torch.equal(boxes_f[:, 0], width - boxes[:, 2])
         assert torch.equal(boxes_f[:, 2], width - boxes[:, 0])
         assert torch.equal(boxes_f[:, 1::2], boxes[:, 1::2])
-    evaluation = CocoDetection(src.train_ann, src.train_images, train=False, hflip=1.0)
+    evaluation = CocoDetection.from_files(src.train_ann, src.train_images, train=False, hflip=1.0)
     assert torch.equal(evaluation[0][1]["boxes"], plain[0][1]["boxes"])
 
 
 # --------------------------------------------------------------------------- batching
 
 def _batches(group_ids: list[int], batch_size: int, seed: int) -> list[list[int]]:
-    sampler = RandomSampler(group_ids, generator=torch.Generator().manual_seed(seed))
-    batch_sampler = GroupedBatchSampler(sampler, group_ids, batch_size)
-    batches = list(batch_sampler)
-    assert len(batch_sampler) == len(batches)
-    return batches
+    return epoch_batches(group_ids, batch_size, seed, epoch=0)
 
 
 def test_grouped_batches_do_not_mix_orientations() -> None:
@@ -234,23 +235,25 @@ def test_grouped_batches_do_not_mix_orientations() -> None:
     assert len({i for batch in batches for i in batch}) == 3 * len(batches)
     assert batches == _batches(group_ids, batch_size=3, seed=0)
     assert batches != _batches(group_ids, batch_size=3, seed=1)
+    assert batches != epoch_batches(group_ids, 3, seed=0, epoch=1)  # every epoch its own order
 
 
 def test_train_loader_groups_and_repeats(train_set: CocoDetection) -> None:
-    def image_ids(seed: int) -> list[list[int]]:
-        loader = build_train_loader(train_set, batch_size=2, seed=seed, workers=0)
-        return [[t["image_id"] for t in targets] for _, targets in loader]
+    def image_ids(seed: int, start: int = 0) -> list[list[int]]:
+        loader = build_train_loader(train_set, batch_size=2, seed=seed, start=start)
+        return [[t["image_id"] for t in targets] for _, targets in itertools.islice(loader, 3)]
 
     batches = image_ids(seed=0)
-    assert len(batches) == 1 and sorted(batches[0]) == [1, 5]  # the tall image has no partner
+    assert all(sorted(batch) == [1, 5] for batch in batches)  # one full batch per epoch: the tall image has no partner
     assert image_ids(seed=0) == batches
+    assert image_ids(seed=0, start=1) == batches[1:] + image_ids(seed=0, start=3)[:1]  # resuming skips batches
     with pytest.raises(DataError, match="no full batch"):
-        build_train_loader(train_set, batch_size=4, seed=0, workers=0)
+        build_train_loader(train_set, batch_size=4, seed=0)
 
 
 def test_eval_loader_keeps_order(coco_root: Path) -> None:
     src = coco_layout(coco_root)
-    dataset = CocoDetection(src.val_ann, src.val_images, train=False)
+    dataset = CocoDetection.from_files(src.val_ann, src.val_images, train=False)
     batches = list(build_eval_loader(dataset, batch_size=2, workers=0))
     assert [[t["image_id"] for t in targets] for _, targets in batches] == [[1, 2], [5]]
     images, targets = batches[0]

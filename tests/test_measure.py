@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pandas as pd
@@ -14,18 +13,17 @@ import timm
 import torch
 
 from bench.config import get_profile
-import bench.measure
 from bench.measure import (
-    COLUMNS,
-    MODULE_COLUMNS,
     count_flops,
     detector_compute,
     inference_detector,
-    main,
     measure,
+    measurements_frame,
     num_proposals,
     summary_table,
 )
+from bench.measure.__main__ import main
+from bench.measure.rows import MeasurementRow, ModuleRow, column_names
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESNET50_GMACS = 4.09  # timm / torchvision model cards, 224 x 224
@@ -63,11 +61,15 @@ def test_resnet50_classifier_macs_match_the_published_count(run):
 
 def test_columns_are_documented_and_name_their_unit(run):
     frame, _ = run
-    documented = re.findall(r"^- ``(\w+)``(?:, ``(\w+)``)?:", bench.measure.__doc__, flags=re.MULTILINE)
-    assert [name for pair in documented for name in pair if name] == list(COLUMNS) == list(frame.columns)
+    for schema in (MeasurementRow, ModuleRow):
+        undocumented = [f.name for f in fields(schema) if not f.metadata.get("doc", "").strip()]
+        assert not undocumented, f"{schema.__name__}: {undocumented}"
+    assert column_names(MeasurementRow) == list(frame.columns)
     with_units = {"gmacs", "gflops", "latency_ms_median", "latency_ms_iqr", "peak_mem_mb", "rss_peak_mb", "images_per_s"}
     assert with_units <= set(frame.columns)
-    assert not {"flops", "macs", "latency", "memory"} & set(frame.columns)
+    assert {"gmacs", "gflops"} <= set(column_names(ModuleRow))
+    unitless = {"flops", "macs", "latency", "memory"}
+    assert not unitless & (set(frame.columns) | set(column_names(ModuleRow)))
 
 
 def test_detnet59_costs_a_fifth_more_than_resnet50_as_a_classifier():
@@ -101,14 +103,25 @@ def test_params(run):
 def test_measure_writes_the_documented_files(run, smoke):
     frame, out = run
     written = pd.read_csv(out / "measurements.csv")
-    assert list(written.columns) == list(COLUMNS) and len(written) == len(frame)
+    assert list(written.columns) == column_names(MeasurementRow) and len(written) == len(frame)
     modules = pd.read_csv(out / "flops_by_module.csv")
-    assert list(modules.columns) == list(MODULE_COLUMNS)
+    assert list(modules.columns) == column_names(ModuleRow)
     detector_modules = set(modules[modules.target == "detector"].module)
     assert {"backbone", "backbone.body", "backbone.fpn", "rpn", "roi_heads", "roi_heads.box_head"} <= detector_modules
     environment = json.loads((out / "environment.json").read_text())
     assert environment["torch"] == torch.__version__ and environment["cuda"] is None
     assert environment["logical_cores"] >= 1 and environment["cpu"]
+
+
+def test_integer_columns_are_written_without_a_decimal_point(run):
+    written = pd.read_csv(run[1] / "measurements.csv", dtype=str)
+    for name in ("batch_size", "input_size", "threads", "params", "num_rois", "latency_blocks"):
+        assert written[name].dropna().str.fullmatch(r"\d+").all(), name
+
+
+def test_a_value_in_no_column_is_refused_not_dropped():
+    with pytest.raises(ValueError, match="latency_ms"):
+        measurements_frame([dict(backbone="resnet50", target="backbone", metric="latency", latency_ms=1.0)])
 
 
 def test_timed_rows_are_positive(run, smoke):

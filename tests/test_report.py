@@ -1,18 +1,16 @@
 """bench.report: a run folder's files alone -> the same tables, plots and report every time."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pytest
 import yaml
 
 from bench import report
+from bench.report import accuracy
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 OUTPUTS = ("tables", "plots", "report.md", "report.html")
@@ -66,17 +64,17 @@ def test_pretrained_run_compares_with_table_1(smoke_run: Path, tmp_path: Path) -
     copy = _copy_inputs(smoke_run, tmp_path / "run")
     config = yaml.safe_load((copy / "config.yaml").read_text())
     (copy / "config.yaml").write_text(yaml.safe_dump({**config, "pretrained_dir": "weights"}))
-    labels = list(report.accuracy_table(report.load_run(copy)).frame["backbone"])
+    labels = list(accuracy.accuracy_table(report.load_run(copy)).frame["backbone"])
     n = len(config["backbones"])
     assert all("Table 1, ImageNet-pretrained" in label for label in labels[n : 2 * n])
 
 
 def test_paper_data_matches_the_paper() -> None:
-    assert report.paper_values("table1").at["detnet59", "AP"] == 40.2
-    assert report.paper_values("table2").at["resnet50", "APl"] == 44.5
-    assert report.paper_values("table3").at["resnet50", "AP85 large"] == 34.5
-    assert report.paper_values("table4").at["detnet59", "AR50 small"] == 66.4
-    assert report.paper_values("test_dev").at["resnet101", "AP"] == 37.3
+    assert accuracy.paper_values("table1").at["detnet59", "AP"] == 40.2
+    assert accuracy.paper_values("table2").at["resnet50", "APl"] == 44.5
+    assert accuracy.paper_values("table3").at["resnet50", "AP85 large"] == 34.5
+    assert accuracy.paper_values("table4").at["detnet59", "AR50 small"] == 66.4
+    assert accuracy.paper_values("test_dev").at["resnet101", "AP"] == 37.3
     assert all(table["source"].startswith("DetNet paper, arXiv:1804.06215") for table in report.load_paper().values())
 
 
@@ -84,14 +82,13 @@ def test_missing_inputs_are_reported(smoke_run: Path, tmp_path: Path) -> None:
     copy = _copy_inputs(smoke_run, tmp_path / "run")
     for name in ("measurements.csv", "flops_by_module.csv", "environment.json"):
         (copy / name).unlink()
-    for metrics_file in copy.glob("*/metrics.json"):
-        metrics = json.loads(metrics_file.read_text())
-        metrics.pop("ap_halves", None)
-        metrics_file.write_text(json.dumps(metrics))
+    for evaluation in copy.glob("seed*/*/evaluation.npz"):
+        evaluation.unlink()
     text = report.write_report(copy).read_text()
     assert "`measurements.csv`: measurement is missing" in text
     assert "Plot `ap_vs_latency` skipped" in text and "Plot `ap_vs_gmacs` skipped" in text
-    assert "A single run cannot tell" in text
+    assert "without it there are no confidence intervals" in text
+    assert "no interval (no evaluation.npz)" in (copy / "tables" / "differences.csv").read_text()
     assert not (copy / "plots" / "ap_vs_latency.png").exists() and not (copy / "tables" / "cost.csv").exists()
     assert (copy / "plots" / "ap_by_size.png").exists() and (copy / "tables" / "accuracy.csv").exists()
 
@@ -101,19 +98,29 @@ def test_unfinished_backbone_is_reported(smoke_run: Path, tmp_path: Path) -> Non
     config = yaml.safe_load((copy / "config.yaml").read_text())
     (copy / "config.yaml").write_text(yaml.safe_dump({**config, "backbones": [*config["backbones"], "resnet101"]}))
     text = report.write_report(copy).read_text()
-    assert "`resnet101/metrics.json`: resnet101 did not finish" in text
+    assert "`seed0/resnet101/metrics.json`: resnet101 (seed 0) did not finish" in text
 
 
-def test_noise_verdicts() -> None:
-    halves = [0.30, 0.32, 0.31, 0.29]
-    assert report._paired_se(halves, [v - 0.01 for v in halves]) == pytest.approx(0.0, abs=1e-9)
-    assert report._paired_se(halves, [0.30, 0.30, 0.30, 0.30]) == pytest.approx(np.std([0, 2, 1, -1], ddof=1))
-    assert np.isnan(report._paired_se(halves, []))
-    assert report.ap_halves({"ap_halves": halves}) == halves  # as bench.evaluate writes it
-    assert report.ap_halves({}) == []
-    assert report._noise_verdict(1.0, 0.1).startswith("larger than evaluation noise")
-    assert report._noise_verdict(0.1, 0.1).startswith("within evaluation noise")
-    assert "single run" in report._noise_verdict(1.0, float("nan"))
+def test_verdicts_hold_training_noise(smoke_run: Path) -> None:
+    """Two seeds: the differences table gives an interval and an ahead/behind/not-resolved verdict."""
+    table = pd.read_csv(smoke_run / "tables" / "differences.csv")
+    assert set(table["metric"]) >= {"AP", "APl", "AP85 large", "AR50 small", "mean AR"}
+    ap = table[table["metric"] == "AP"].iloc[0]
+    assert ap["seeds"] == 2 and ap["CI low"] <= ap["difference (points)"] + 0.05 <= ap["CI high"] + 0.1
+    assert ap["verdict"] in ("ahead", "behind", "not resolved at 95%")
+    text = (smoke_run / "report.md").read_text()
+    assert "## Verdict" in text and "detnet59 − resnet50: AP" in text and "training and evaluation noise" in text
+
+
+def test_one_seed_says_training_noise_not_measured(smoke_run: Path, tmp_path: Path) -> None:
+    copy = _copy_inputs(smoke_run, tmp_path / "run")
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["profile"]["seeds"] = [0]
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    text = report.write_report(copy).read_text()
+    table = pd.read_csv(copy / "tables" / "differences.csv")
+    assert set(table["verdict"]) == {"training noise not measured"}
+    assert "evaluation noise only: training noise not measured" in text
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,9 @@ import timm
 import torch
 import yaml
 
-from bench.config import RunConfig, get_profile
+from bench import configure, train
+from bench.bootstrap import ImageEval
+from bench.config import get_profile
 from bench.evaluate import COCO_STAT_NAMES
 from bench.run import main
 
@@ -23,25 +25,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_run_folder_contents(smoke_run: Path) -> None:
     metrics = pd.read_csv(smoke_run / "metrics.csv")
-    assert list(metrics["backbone"]) == ["detnet59", "resnet50"]
+    assert list(zip(metrics["seed"], metrics["backbone"])) == [
+        (0, "detnet59"), (0, "resnet50"), (1, "detnet59"), (1, "resnet50")]
     assert set(COCO_STAT_NAMES) <= set(metrics.columns)
-    for name in ("detnet59", "resnet50"):
-        folder = smoke_run / name
-        result = json.loads((folder / "metrics.json").read_text())
-        assert set(result["stats"]) == set(COCO_STAT_NAMES)
-        assert set(result["ap_by_iou"]) == {"all", "small", "medium", "large"}
-        assert result["train"]["iterations"] == get_profile("smoke").train.iterations
-        assert (folder / "checkpoint.pth").is_file() and (folder / "loss.csv").is_file()
-        assert isinstance(json.loads((folder / "detections.json").read_text()), list)
+    for seed in (0, 1):
+        for name in ("detnet59", "resnet50"):
+            folder = smoke_run / f"seed{seed}" / name
+            result = json.loads((folder / "metrics.json").read_text())
+            assert set(result["stats"]) == set(COCO_STAT_NAMES) and result["seed"] == seed
+            assert set(result["ap_by_iou"]) == {"all", "small", "medium", "large"}
+            assert result["train"]["iterations"] == get_profile("smoke").train.iterations
+            assert (folder / "checkpoint.pth").is_file() and (folder / "loss.csv").is_file()
+            assert isinstance(json.loads((folder / "detections.json").read_text()), list)
+            assert ImageEval.load(folder / "evaluation.npz").image_ids.size == get_profile("smoke").synthetic.num_val
     for name in ("config.yaml", "measurements.csv", "environment.json", "report.md", "report.html"):
         assert (smoke_run / name).is_file(), name
+    assert json.loads((smoke_run / "status.json").read_text())["state"] == "finished"
 
 
 def test_config_yaml_repeats_the_run(smoke_run: Path) -> None:
-    saved = RunConfig.from_dict(yaml.safe_load((smoke_run / "config.yaml").read_text()))
+    saved = configure.build(file=smoke_run / "config.yaml")
     assert saved.backbones == ["detnet59", "resnet50"]
-    assert saved.profile == get_profile("smoke")
-    assert saved.data.synthetic and saved.seed == 0
+    expected = get_profile("smoke")
+    expected.seeds = [0, 1]
+    expected.train.precision = train.resolve_precision("auto", torch.device("cpu"))  # recorded resolved
+    assert saved.profile == expected
+    assert saved.data.synthetic
+    audit = saved.audit["resnet50"]
+    assert audit.norm == "batch" and audit.weights_sha256 is None and audit.decayed_tensors > 0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -95,7 +106,7 @@ def test_torchrun_data_parallel(tmp_path: Path, smoke_cache: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no stray folders from rank 1
-    assert json.loads((out / "resnet50" / "metrics.json").read_text())["train"]["iterations"] == 2
+    assert json.loads((out / "seed0" / "resnet50" / "metrics.json").read_text())["train"]["iterations"] == 2
     assert (out / "report.md").is_file()
 
 
@@ -114,24 +125,34 @@ def test_hand_edited_config_is_one_line(tmp_path: Path, smoke_run: Path, capsys)
     config = yaml.safe_load((smoke_run / "config.yaml").read_text())
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({**config, "profile": "default"}))
     assert main(["--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run")]) == 2
-    assert "profile must be a mapping" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "str is not a subclass of Profile" in err and err.count("\n") == 1
 
 
 def test_resume_finishes_an_interrupted_run(tmp_path: Path, smoke_run: Path, smoke_cache: Path) -> None:
-    """A run stopped after one iteration of its second backbone goes on from that checkpoint."""
+    """A run stopped after training its last backbone, before evaluating it, goes on from there."""
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("tables", "plots", "report.*", "measurements.csv"))
-    (run / "resnet50" / "metrics.json").unlink()
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    config["cache_dir"] = str(smoke_cache)
-    config["profile"]["train"]["iterations"] = 3
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    finished = (run / "detnet59" / "metrics.json").read_text()
+    (run / "seed1" / "resnet50" / "metrics.json").unlink()
+    finished = (run / "seed0" / "detnet59" / "metrics.json").read_text()
+    losses = (run / "seed1" / "resnet50" / "loss.csv").read_text()
 
     assert main(["--resume", str(run), "--no-progress"]) == 0
-    assert (run / "detnet59" / "metrics.json").read_text() == finished  # done before: kept as it was
-    losses = pd.read_csv(run / "resnet50" / "loss.csv")
-    assert list(losses["iteration"]) == [1, 2, 3]  # two from the first run, one after resuming
-    assert torch.load(run / "resnet50" / "checkpoint.pth", weights_only=True)["iteration"] == 3
-    assert list(pd.read_csv(run / "metrics.csv")["backbone"]) == ["detnet59", "resnet50"]
+    assert (run / "seed0" / "detnet59" / "metrics.json").read_text() == finished  # done before: kept as it was
+    assert (run / "seed1" / "resnet50" / "loss.csv").read_text() == losses  # nothing trained twice
+    assert torch.load(run / "seed1" / "resnet50" / "checkpoint.pth", weights_only=True)["iteration"] == 2
+    assert len(pd.read_csv(run / "metrics.csv")) == 4
     assert (run / "report.md").is_file()
+
+
+def test_resume_refuses_a_changed_config(tmp_path: Path, smoke_run: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["profile"]["train"]["iterations"] = 3
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "profile.train.iterations changed" in err and err.count("\n") == 1
+    assert main(["--resume", str(run), "--set", "train.iterations=4"]) == 2
+    assert "--set would change it" in capsys.readouterr().err

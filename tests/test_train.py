@@ -17,12 +17,12 @@ from bench.train import LOSS_COLUMNS, TrainingDiverged, build_optimizer, build_s
 def train_smoke(name: str, source: data.DataSource, out: Path, iterations: int, seed: int = 0) -> list[dict]:
     profile = get_profile("smoke")
     cfg = dataclasses.replace(profile.train, iterations=iterations)
-    dataset = data.CocoDetection(source.train_ann, source.train_images, train=True, hflip=0.5)
+    dataset = data.CocoDetection.from_files(source.train_ann, source.train_images, train=True, hflip=0.5, seed=seed)
     torch.manual_seed(seed)
     model = build_detector(name, dataset.num_classes, profile.detector)
-    loader = data.build_train_loader(dataset, cfg.batch_size, seed, workers=0)
     out.mkdir(parents=True, exist_ok=True)
-    train(model, loader, cfg, out, torch.device("cpu"), progress=False)
+    train(model, lambda start: data.build_train_loader(dataset, cfg.batch_size, seed, start=start), cfg, out,
+          torch.device("cpu"), progress=False)
     with (out / "loss.csv").open() as f:
         return list(csv.DictReader(f))
 
@@ -64,10 +64,11 @@ def test_warmup_then_steps_with_linear_scaling() -> None:
 
 def test_divergence_is_reported(smoke_data: data.DataSource, tmp_path: Path) -> None:
     profile = get_profile("smoke")
-    dataset = data.CocoDetection(smoke_data.train_ann, smoke_data.train_images, train=True)
+    dataset = data.CocoDetection.from_files(smoke_data.train_ann, smoke_data.train_images, train=True)
     model = build_detector("resnet50", dataset.num_classes, profile.detector)
     with torch.no_grad():
         model.roi_heads.box_predictor.cls_score.weight.fill_(float("nan"))
-    loader = data.build_train_loader(dataset, 2, 0, workers=0)
-    with pytest.raises(TrainingDiverged, match="at iteration 1"):
-        train(model, loader, profile.train, tmp_path, torch.device("cpu"), progress=False)
+    with pytest.raises(TrainingDiverged, match="loss_classifier became nan at iteration 1"):
+        train(model, lambda start: data.build_train_loader(dataset, 2, 0, start=start), profile.train, tmp_path,
+              torch.device("cpu"), progress=False)
+    assert not (tmp_path / "checkpoint.pth").exists()  # nothing saved from a diverged state

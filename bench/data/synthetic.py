@@ -1,41 +1,24 @@
-"""Detection data: the embedded synthetic COCO-format set, COCO 2017 layout, dataset and loaders.
+"""The embedded synthetic COCO-format set: shapes on cluttered backgrounds, sizes over COCO's bins.
 
-Images leave the dataset at their original size as float RGB in [0, 1]: resizing and
-normalisation belong to torchvision's `GeneralizedRCNNTransform` inside the detector, which
-also maps predictions back to original coordinates, so COCO evaluation needs no bookkeeping.
+It exists so that the whole pipeline, from data to report, runs on any machine in minutes,
+with objects small, medium and large by COCO's own area bins; it is generated once per
+setting and cached.
 """
 from __future__ import annotations
 
 import colorsys
-import contextlib
 import hashlib
-import io
 import json
 import shutil
 import tempfile
-from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
-from pycocotools.coco import COCO
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler
-from torchvision import tv_tensors
-from torchvision.ops import box_convert, clip_boxes_to_image
-from torchvision.transforms import v2
 
-from bench.config import DataSource, SyntheticConfig
-
-
-class DataError(ValueError):
-    """The data named on the command line is missing or is not COCO detection data."""
-
-
-# --------------------------------------------------------------------------- synthetic set
+from ..config import DataSource, SyntheticConfig
 
 SYNTHETIC_CATEGORIES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
 
@@ -257,198 +240,3 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
 def _muted(rng: np.random.Generator) -> tuple[float, float, float]:
     rgb = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.05, 0.35), rng.uniform(0.3, 0.7))
     return tuple(255 * c for c in rgb)
-
-
-# --------------------------------------------------------------------------- COCO layout
-
-def coco_layout(root: str | Path) -> DataSource:
-    """The paths of a COCO 2017 folder (annotations/, train2017/, val2017/)."""
-    root = Path(root)
-    _require(root, is_dir=True)
-    src = DataSource(
-        train_ann=str(root / "annotations" / "instances_train2017.json"),
-        train_images=str(root / "train2017"),
-        val_ann=str(root / "annotations" / "instances_val2017.json"),
-        val_images=str(root / "val2017"),
-    )
-    for ann, images in ((src.train_ann, src.train_images), (src.val_ann, src.val_images)):
-        _require(Path(ann), is_dir=False)
-        _require(Path(images), is_dir=True)
-    return src
-
-
-def check_source(src: DataSource) -> None:
-    """Fail early, in one line, on a missing path or a JSON that is not COCO detection data.
-
-    Reads each annotation file once; for full COCO train (~450 MB) that takes a while.
-    """
-    for ann, images in ((src.train_ann, src.train_images), (src.val_ann, src.val_images)):
-        coco = None
-        if ann is not None:
-            _require(Path(ann), is_dir=False)
-            coco = _check_coco_json(Path(ann))
-        if images is not None:
-            _require(Path(images), is_dir=True)
-        if coco is not None and images is not None:
-            _check_images_present(coco, Path(images))
-
-
-def _require(path: Path, is_dir: bool) -> None:
-    if not (path.is_dir() if is_dir else path.is_file()):
-        raise DataError(f"missing {'directory' if is_dir else 'file'}: {path}")
-
-
-def _check_coco_json(path: Path) -> dict[str, Any]:
-    try:
-        with path.open() as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is not valid JSON: {e}") from None
-    keys = data if isinstance(data, dict) else {}
-    missing = [key for key in ("images", "annotations", "categories") if key not in keys]
-    if missing:
-        raise DataError(f"{path} is not a COCO detection file: missing {', '.join(missing)}")
-    return data
-
-
-def _check_images_present(coco: dict[str, Any], image_dir: Path) -> None:
-    """A missing image would otherwise stop training hours in (COCO train: ~1 s of file checks)."""
-    for image in coco["images"]:
-        path = image_dir / str(image.get("file_name"))
-        if not path.is_file():
-            raise DataError(f"{path}: image listed in the annotations is missing")
-
-
-# --------------------------------------------------------------------------- dataset
-
-class CocoDetection(Dataset):
-    """COCO detection images as (float RGB CHW tensor, {"boxes", "labels", "image_id"}).
-
-    Labels are contiguous 1..K in sorted category-id order (0 is the detector's background);
-    `label_to_category_id` maps them back for COCO evaluation. Crowd regions and boxes with no
-    extent inside the image are dropped in both modes: they can't be regressed, and evaluation
-    reads the annotation file, not these targets. `hflip` applies in train mode only.
-    """
-
-    def __init__(
-        self, ann_file: str | Path, image_dir: str | Path, train: bool, hflip: float = 0.0
-    ) -> None:
-        with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress
-            self.coco = COCO(str(ann_file))
-        self.image_dir = Path(image_dir)
-        self.train = train
-        self.ids: list[int] = sorted(self.coco.imgs)
-        category_ids = sorted(self.coco.cats)
-        self.label_to_category_id = {label: c for label, c in enumerate(category_ids, start=1)}
-        self._category_to_label = {c: label for label, c in self.label_to_category_id.items()}
-        self.num_classes = len(category_ids) + 1
-        self._flip = v2.RandomHorizontalFlip(hflip) if train and hflip > 0 else None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        image_id = self.ids[index]
-        with Image.open(self.image_dir / self.coco.imgs[image_id]["file_name"]) as pil:
-            image = v2.functional.to_dtype(v2.functional.to_image(pil.convert("RGB")), scale=True)
-        boxes, labels = self._boxes_and_labels(self.coco.imgToAnns[image_id], image.shape[-2:])
-        if self._flip is not None:
-            boxes = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=image.shape[-2:])
-            image, boxes = self._flip(image, boxes)
-        target = {
-            "boxes": boxes.as_subclass(torch.Tensor),
-            "labels": labels,
-            "image_id": image_id,
-        }
-        return image.as_subclass(torch.Tensor), target
-
-    def _boxes_and_labels(
-        self, annotations: list[dict[str, Any]], image_hw: Sequence[int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        annotations = [a for a in annotations if not a.get("iscrowd", 0)]
-        xywh = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).reshape(-1, 4)
-        boxes = clip_boxes_to_image(box_convert(xywh, "xywh", "xyxy"), tuple(image_hw))
-        labels = torch.tensor(
-            [self._category_to_label[a["category_id"]] for a in annotations], dtype=torch.int64
-        )
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return boxes[keep], labels[keep]
-
-    def aspect_ratios(self) -> list[float]:
-        """Width / height per image, from the annotation file (no decoding), for batching."""
-        return [self.coco.imgs[i]["width"] / self.coco.imgs[i]["height"] for i in self.ids]
-
-
-# --------------------------------------------------------------------------- batching
-
-def collate(
-    batch: Sequence[tuple[torch.Tensor, dict[str, Any]]],
-) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
-    """Lists of images and targets: the detector takes images of different sizes."""
-    images, targets = zip(*batch)
-    return list(images), list(targets)
-
-
-class GroupedBatchSampler(Sampler[list[int]]):
-    """Batches of indices from `sampler` that share a group id (e.g. wide vs tall images).
-
-    Padding a batch of mixed orientations to one size wastes compute on blank pixels, so
-    each group fills its own batch; only full batches are yielded and leftovers are dropped.
-    """
-
-    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.sampler = sampler
-        self.group_ids = list(group_ids)
-        self.batch_size = batch_size
-
-    def __iter__(self) -> Iterator[list[int]]:
-        buffers: dict[int, list[int]] = defaultdict(list)
-        for index in self.sampler:
-            buffer = buffers[self.group_ids[index]]
-            buffer.append(index)
-            if len(buffer) == self.batch_size:
-                yield buffer[:]
-                buffer.clear()
-
-    def __len__(self) -> int:
-        # A sampler as long as the dataset is taken to be a permutation of it (RandomSampler,
-        # single-process DistributedSampler): counting groups needs no draw from its generator.
-        if len(self.sampler) == len(self.group_ids):  # type: ignore[arg-type]
-            counts = Counter(self.group_ids)
-        else:
-            counts = Counter(self.group_ids[i] for i in self.sampler)
-        return sum(n // self.batch_size for n in counts.values())
-
-
-def build_train_loader(
-    dataset: CocoDetection, batch_size: int, seed: int, workers: int, distributed: bool = False
-) -> DataLoader:
-    """Shuffled, orientation-grouped batches; the same seed gives the same batches.
-
-    Random flips repeat with `seed` too when `workers > 0` (the workers are seeded from the
-    loader's generator); with `workers == 0` they draw from the global torch RNG, so seed
-    that with `torch.manual_seed`. Each `iter()` is one epoch. With `distributed`, call
-    `loader.batch_sampler.sampler.set_epoch(epoch)` before each epoch to reshuffle.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    if distributed:
-        sampler: Sampler[int] = DistributedSampler(dataset, shuffle=True, seed=seed)
-    else:
-        sampler = RandomSampler(dataset, generator=generator)
-    wide = [int(ratio >= 1.0) for ratio in dataset.aspect_ratios()]
-    batch_sampler = GroupedBatchSampler(sampler, wide, batch_size)
-    if len(batch_sampler) == 0:
-        raise DataError(f"{len(dataset)} training images make no full batch of {batch_size}")
-    return DataLoader(
-        dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
-        generator=generator,
-    )
-
-
-def build_eval_loader(dataset: CocoDetection, batch_size: int, workers: int) -> DataLoader:
-    """Every image once, in `dataset.ids` order."""
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate
-    )

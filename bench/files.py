@@ -1,0 +1,80 @@
+"""Every file a run writes goes through here: whole or not at all, even if the machine dies mid-write.
+
+A write goes to a temporary file in the same folder, is flushed to disk (fsync) and renamed
+over the target, which POSIX makes atomic: a reader, or a run resumed after a crash, sees
+the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+STATUS_FILE = "status.json"
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call `write(file)` on a temporary file, then move it over `path` once it is on disk."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda file: file.write(data))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, value: Any, indent: int | None = 2) -> None:
+    write_text(path, json.dumps(value, indent=indent) + "\n")
+
+
+def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
+    write_text(path, frame.to_csv(index=False))
+
+
+def set_status(run_dir: str | Path, state: str, reason: str | None = None, **details: Any) -> None:
+    """status.json: `running`, `finished`, `interrupted` or `failed` (with the reason), and when."""
+    record = {"state": state, "reason": reason, **details,
+              "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_json(Path(run_dir) / STATUS_FILE, record)
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / STATUS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

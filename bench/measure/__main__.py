@@ -1,0 +1,42 @@
+"""`python -m bench.measure`: measure backbones without training; a user mistake is one `error:` line, exit 2."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import configure
+from ..cli import ArgumentParser, UsageError, check_backbones, check_device, entry_point, fresh_dir, split_list
+from ..config import PROFILES
+from . import measure, summary_table
+
+
+def _parse_args(argv: list[str] | None):
+    parser = ArgumentParser(prog="python -m bench.measure", description="Measure the cost of detection backbones.")
+    parser.add_argument("--backbones", required=True, help="comma-separated timm names: detnet59,resnet50,resnet101")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda; latency is measured on the CPU too")
+    parser.add_argument("--out", type=Path, help="new or empty folder (default results/<date>-<time>-measure)")
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="default", help="settings from bench.config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a profile setting, e.g. measure.batch_sizes=[1,2] (repeatable)")
+    parser.add_argument("--num-classes", type=int, default=81, help="detector classes with background (COCO: 80 + 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    backbones = split_list(args.backbones)
+    check_backbones(backbones)
+    device = check_device(args.device)
+    if args.num_classes < 2:
+        raise UsageError(f"--num-classes must be at least 2 (background + one class), not {args.num_classes}")
+    profile = configure.build(args.profile, options={"device": args.device}, overrides=args.set).profile
+    out = fresh_dir(args.out, "measure")
+    frame = measure(backbones, profile, device, out, args.num_classes, progress=not args.no_progress)
+    print(summary_table(frame).to_markdown(index=False))
+    print(f"\nwrote {out}/measurements.csv, flops_by_module.csv, environment.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

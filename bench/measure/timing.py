@@ -1,0 +1,95 @@
+"""How long a call takes: latency settings, and timing with `torch.utils.benchmark`.
+
+Latency is the median and IQR over blocks of `torch.utils.benchmark.Timer.blocked_autorange`
+(CUDA synchronised), at a fixed torch thread count; training throughput is images per second
+over a few steps.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..config import MeasureConfig
+
+# torch.utils.benchmark imports torch.utils.cpp_extension, which warns "No CUDA runtime is
+# found" on a CUDA build of torch without a GPU; nothing here compiles C++, so that is noise.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+import torch.utils.benchmark as benchmark  # noqa: E402
+
+DTYPES = ("float32", "bfloat16")
+TRAIN_STEPS = 3  # timed, after one warm-up step
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One latency configuration."""
+
+    device: torch.device
+    batch_size: int
+    dtype: str
+    channels_last: bool
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def latency_settings(cfg: MeasureConfig, device: torch.device) -> list[Setting]:
+    """Every combination of the configured options; the CPU always, the GPU too when asked for."""
+    devices = [torch.device("cpu")] + ([device] if device.type == "cuda" else [])
+    return [Setting(*values) for values in itertools.product(devices, cfg.batch_sizes, cfg.dtypes, cfg.channels_last)]
+
+
+@contextmanager
+def pinned_threads(threads: int) -> Iterator[int]:
+    """Fix torch's CPU thread count for the block (0: keep the current one); yields the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def autocast(device_type: str, dtype: str) -> torch.autocast:
+    """float32 runs as is; bfloat16 runs under autocast, as mixed-precision inference does."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+
+
+def infer(model: nn.Module, inputs: Any, device_type: str, dtype: str) -> Any:
+    """One inference call, as it is timed: no autograd, under `autocast` for `dtype`."""
+    with torch.inference_mode(), autocast(device_type, dtype):
+        return model(inputs)
+
+
+def time_call(fn: Callable[[], Any], cfg: MeasureConfig, threads: int, label: str = "") -> benchmark.Measurement:
+    """Median and IQR of `fn` over at least `cfg.repeats` blocks of torch.utils.benchmark.
+
+    blocked_autorange first calls `fn` to size its blocks, which is the warm-up, and stops
+    after `min_run_time`: one or two blocks for a call slower than that. It is run again for
+    the missing blocks' worth of time until there are enough, and the parts are merged.
+    """
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, label=label)
+    parts = [timer.blocked_autorange(min_run_time=cfg.min_run_time)]
+    while (missing := cfg.repeats - sum(len(part.times) for part in parts)) > 0:
+        block_s = parts[-1].median * parts[-1].number_per_run
+        parts.append(timer.blocked_autorange(min_run_time=missing * block_s))
+    return benchmark.Measurement.merge(parts)[0]
+
+
+def throughput(step: Callable[[], None], batch_size: int, steps: int = TRAIN_STEPS) -> float:
+    """Images per second over `steps` calls after one warm-up; `benchmark.timer` synchronises CUDA."""
+    step()
+    start = benchmark.timer()
+    for _ in range(steps):
+        step()
+    return steps * batch_size / (benchmark.timer() - start)
