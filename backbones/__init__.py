@@ -4,8 +4,8 @@ Importing this package registers `detnet59` with timm, so `timm.create_model("de
 works; `create_backbone` gives any registered model as a multi-scale feature extractor.
 """
 from .detnet import DetNet, detnet59
-from .factory import SUPPORTED_BACKBONES, WeightsError, create_backbone, load_weights_file, read_weights_file
+from .factory import SUPPORTED_BACKBONES, BackboneError, WeightsError, create_backbone, load_weights_file, read_weights_file
 
 __all__ = [
-    "DetNet", "detnet59", "SUPPORTED_BACKBONES", "WeightsError", "create_backbone", "load_weights_file", "read_weights_file",
+    "DetNet", "detnet59", "SUPPORTED_BACKBONES", "BackboneError", "WeightsError", "create_backbone", "load_weights_file", "read_weights_file",
 ]

@@ -29,6 +29,10 @@ class WeightsError(ValueError):
     """A weights file that cannot be loaded; the message is one line naming the file and the first bad key."""
 
 
+class BackboneError(ValueError):
+    """A model that is not registered or cannot give the detector a feature pyramid; one line saying why."""
+
+
 def create_backbone(name: str, pretrained_file: str | Path | None = None) -> nn.Module:
     """Build `name` (random init, or weights from a local file) and return its stride >= 4 features.
 
@@ -37,19 +41,37 @@ def create_backbone(name: str, pretrained_file: str | Path | None = None) -> nn.
     because timm's feature-extractor loading tolerates missing keys.
     """
     if not timm.is_model(name):
-        raise ValueError(f"unknown backbone {name!r}; registered detection backbones: {', '.join(SUPPORTED_BACKBONES)}")
+        raise BackboneError(f"unknown backbone {name!r}; registered detection backbones: {', '.join(SUPPORTED_BACKBONES)}")
     model = timm.create_model(name)
-    reductions = [info["reduction"] for info in model.feature_info]
-    out_indices = [i for i, r in enumerate(reductions) if r >= 4][:MAX_DETECTION_LEVELS]
-    if len(out_indices) < 4:
-        raise ValueError(f"backbone {name!r} has {len(out_indices)} feature stages at stride >= 4; FPN needs 4 or 5")
+    out_indices = pyramid_indices(name, model)
     overlay = {}
     if pretrained_file is not None:
         overlay["state_dict"] = read_weights_file(model, pretrained_file, CHECKPOINT_FILTERS.get(name))
-    return timm.create_model(
-        name, features_only=True, out_indices=out_indices,
-        pretrained=pretrained_file is not None, pretrained_cfg_overlay=overlay,
-    )
+    try:
+        return timm.create_model(
+            name, features_only=True, out_indices=out_indices,
+            pretrained=pretrained_file is not None, pretrained_cfg_overlay=overlay,
+        )
+    except (RuntimeError, ValueError, TypeError, AttributeError, NotImplementedError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BackboneError(f"backbone {name!r} cannot be a feature extractor in timm ({reason})") from None
+
+
+def pyramid_indices(name: str, model: nn.Module) -> list[int]:
+    """The stages that give the FPN its levels: strides 4, 8, 16 and then 16 or 32 (at most 5 levels).
+
+    A model without such a pyramid (a ViT's single stride-16 map, a stem-only net) is refused with
+    its strides, since the detector's P2-P5 could not be built from it.
+    """
+    reductions = [info["reduction"] for info in getattr(model, "feature_info", [])]
+    out_indices = [i for i, r in enumerate(reductions) if r >= 4][:MAX_DETECTION_LEVELS]
+    strides = [reductions[i] for i in out_indices]
+    if len(strides) < 4 or strides[:3] != [4, 8, 16] or any(b < a for a, b in zip(strides, strides[1:])):
+        raise BackboneError(
+            f"backbone {name!r} has feature strides {reductions or 'unknown'}; the detector needs a pyramid of "
+            "4 or 5 stages at strides 4, 8, 16, then 16 or 32 (ResNet-like or DetNet-like)"
+        )
+    return out_indices
 
 
 def load_weights_file(
@@ -81,12 +103,23 @@ def read_weights_file(
         raise WeightsError(f"{path}: not a readable .pth/.safetensors state dict ({reason})") from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise WeightsError(f"{path}: does not hold a state dict of tensors")
+    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}  # DataParallel
     if filter_fn is not None:
         state_dict = filter_fn(state_dict, model)
+    state_dict = with_batch_counters(model, state_dict)
     problem = first_mismatch(model, state_dict)
     if problem:
         raise WeightsError(f"{path}: does not fit {type(model).__name__}: {problem}")
     return state_dict
+
+
+def with_batch_counters(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Checkpoints saved by PyTorch <= 0.3 have no BatchNorm `num_batches_tracked`: take the model's
+    default (0), which only matters for BatchNorm with momentum=None."""
+    counters = {key: value for key, value in model.state_dict().items()
+                if key.endswith(".num_batches_tracked") and key not in state_dict}
+    has_norm = any(key.removesuffix("num_batches_tracked") + "running_mean" in state_dict for key in counters)
+    return {**state_dict, **counters} if has_norm else state_dict
 
 
 def first_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str | None:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .files import atomic_write
+
 if TYPE_CHECKING:
     from pycocotools.cocoeval import COCOeval
 
@@ -92,8 +94,7 @@ class ImageEval:
     def save(self, path: str | PathLike) -> None:
         """Write a compressed .npz (exactly at `path`) that loads without pickle."""
         arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
-        with open(path, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+        atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
     @classmethod
     def load(cls, path: str | PathLike) -> ImageEval:

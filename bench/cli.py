@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import NoReturn
 import timm
 import torch
 
-from backbones import SUPPORTED_BACKBONES, WeightsError
+from backbones import SUPPORTED_BACKBONES, BackboneError, WeightsError
 
 from .errors import UsageError, UserError
 
@@ -33,13 +33,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def entry_point(main: Main) -> Main:
-    """Turn the user mistakes `main` raises into one `error:` line and exit code 2."""
+    """Turn the user mistakes `main` raises (bad options, settings, data, run folders, weights files,
+    backbones without a pyramid) into one `error:` line and exit code 2."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
         try:
             return main(argv)
-        except (UserError, WeightsError) as err:
+        except (UserError, WeightsError, BackboneError) as err:
             print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
             return 2
 
@@ -94,13 +95,18 @@ def check_device(name: str) -> torch.device:
 
 
 def check_writable_dir(path: Path, what: str) -> None:
-    """A folder that exists or can be created, and can be written: not under a file, not read-only."""
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
+    """A folder that exists or can be created, and can be written: not under a file, not read-only.
+
+    Writing a probe file is the only test that holds for root and for read-only mounts alike.
+    """
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
         raise UsageError(f"{what} {path}: {existing} is a file, not a folder")
-    probe = existing or Path(".")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"{what} {path}: {probe} is not writable")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        raise UsageError(f"{what} {path}: cannot write in {existing} ({err.strerror or err})") from None
 
 
 def fresh_dir(path: str | Path | None, default_name: str) -> Path:

@@ -298,14 +298,17 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
             done = evaluate.read_json(out_dir / "metrics.json") if resume and (out_dir / "metrics.json").is_file() else None
             if resume and (out_dir / DIVERGED_FILE).is_file():
                 continue  # it would diverge again: the same seed gives the same steps
+            if not done:
+                stop.check(f"{name} seed {seed}")
             try:
                 metrics = done or run_backbone(name, seed, cfg, datasets, coco_gt, run_dir, device, progress,
                                                resume, stop)
             except train.TrainingDiverged as err:
                 if rank == 0:
                     write_json(out_dir / DIVERGED_FILE, {"reason": str(err)})
-                    print(f"warning: {err}; its last good checkpoint is kept, the other backbones go on",
-                          file=sys.stderr, flush=True)
+                    kept = (f"its last good checkpoint ({out_dir / checkpoint.CHECKPOINT_FILE}) is kept"
+                            if (out_dir / checkpoint.CHECKPOINT_FILE).is_file() else "no checkpoint was due yet")
+                    print(f"warning: {err}; {kept}; the other backbones go on", file=sys.stderr, flush=True)
                 continue
             if rank == 0:
                 rows.append(metrics_row(metrics))
@@ -314,7 +317,10 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
                 print(f"{name} seed {seed}: {trained['iterations']} iterations in {trained['seconds'] / 60:.1f} min, "
                       f"AP {100 * stats['AP']:.1f}, AP50 {100 * stats['AP50']:.1f}", flush=True)
     if rank == 0:
-        measure.measure(cfg.backbones, cfg.profile, device, run_dir, datasets[0].num_classes, progress=progress)
+        stop.check("measurement")
+        weights = {name: pretrained_file(cfg, name) for name in cfg.backbones}
+        measure.measure(cfg.backbones, cfg.profile, device, run_dir, datasets[0].num_classes, progress=progress,
+                        weights=weights)
         report.write_report(run_dir)
     if world > 1:
         dist.destroy_process_group()

@@ -73,6 +73,11 @@ class StopRequest:
     def name(self) -> str:
         return signal.Signals(self.signal).name if self.signal else ""
 
+    def check(self, where: str) -> None:
+        """Between two pieces of work (backbones, measurement): stop here if asked to."""
+        if self.signal is not None:
+            raise TrainingStopped(f"stopped by {self.name} before {where}")
+
 
 def scaled_lr(cfg: TrainConfig) -> float:
     return cfg.base_lr * cfg.batch_size / cfg.base_batch
@@ -156,31 +161,28 @@ def _batches(loader: DataLoader) -> Iterator:
 
 
 class LossLog:
-    """loss.csv of window-mean losses, flushed per row so a crash keeps the curve; on resume the
-    rows after the checkpoint are dropped first, so each iteration is logged once."""
+    """loss.csv of window-mean losses, rewritten whole (atomically) at each row, so a crash keeps the
+    curve up to the last row; on resume the rows after the checkpoint are dropped, so each
+    iteration is logged once."""
 
     def __init__(self, path: Path, resume_at: int = 0) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
         if resume_at and path.is_file():
             with path.open(newline="") as f:
-                kept = [row for row in csv.DictReader(f) if int(row["iteration"]) <= resume_at]
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=LOSS_COLUMNS)
-            writer.writeheader()
-            writer.writerows(kept)
-            write_text(path, buffer.getvalue())
-            self.file = path.open("a", newline="")
-        else:
-            self.file = path.open("w", newline="")
-        self.csv = csv.DictWriter(self.file, fieldnames=LOSS_COLUMNS, extrasaction="ignore")
-        if not resume_at:
-            self.csv.writeheader()
+                self.rows = [row for row in csv.DictReader(f) if int(row["iteration"]) <= resume_at]
+        self._write()
 
     def write(self, **row: float) -> None:
-        self.csv.writerow({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
-        self.file.flush()
+        self.rows.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+        self._write()
 
-    def close(self) -> None:
-        self.file.close()
+    def _write(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=LOSS_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text(self.path, buffer.getvalue())
 
 
 def _diverged(desc: str, iteration: int, losses: dict[str, torch.Tensor]) -> TrainingDiverged:
@@ -263,7 +265,5 @@ def train(
         save(cfg.iterations)
     finally:
         bar.close()
-        if writer:
-            writer.close()
     seconds = seconds_before + time.perf_counter() - start
     return TrainResult(cfg.iterations, seconds, (images_before + images_seen) / max(seconds, 1e-9), last_loss)

@@ -171,6 +171,21 @@ def test_headless_checkpoint_loads(tmp_path) -> None:
     create_backbone("resnet50", path)
 
 
+def test_legacy_port_checkpoint_without_batch_counters_and_with_module_prefix(tmp_path) -> None:
+    """PyTorch <= 0.3 saved no BatchNorm num_batches_tracked; DataParallel adds `module.`: both load."""
+    source = timm.create_model("detnet59").eval()
+    legacy = {f"module.{key}": value for key, value in port_layout(source.state_dict()).items()
+              if not key.endswith("num_batches_tracked")}
+    path = tmp_path / "detnet59_legacy.pth"
+    torch.save(legacy, path)
+    features = create_backbone("detnet59", path).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(features(x)[0], source.layer1(source.maxpool(source.act1(source.bn1(source.conv1(x))))))
+    counters = [v for k, v in features.state_dict().items() if k.endswith("num_batches_tracked")]
+    assert counters and all(v.item() == 0 for v in counters)
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", r"weights file not found"),
     ("garbage", r"not a readable .pth/.safetensors state dict"),

@@ -8,14 +8,16 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from pycocotools.coco import COCO
 from bench.config import DataSource, SyntheticConfig
+from bench.data import coco
 from bench.data import (
     SYNTHETIC_CATEGORIES, CocoDetection, DataError, build_eval_loader, build_train_loader, coco_layout, collate,
-    epoch_batches, load_split, make_synthetic,
+    epoch_batches, load_split, make_synthetic, skip_warnings,
 )
 
 
@@ -264,3 +266,36 @@ def test_eval_loader_keeps_order(coco_root: Path) -> None:
 def test_collate_returns_lists() -> None:
     images, targets = collate([(torch.zeros(3, 2, 2), {"a": 1}), (torch.ones(3, 4, 4), {"a": 2})])
     assert [i.shape[-1] for i in images] == [2, 4] and targets == [{"a": 1}, {"a": 2}]
+
+
+def test_skippable_problems_are_counted_and_named(coco_root: Path) -> None:
+    src = coco_layout(coco_root)
+    data = json.loads(Path(src.train_ann).read_text())
+    data["annotations"].append(_ann(8, 99, 1, [1, 1, 5, 5]))  # image 99 is not in the file
+    Path(src.train_ann).write_text(json.dumps(data))
+    split = load_split(src.train_ann, src.train_images, cache_dir=None, strict=False, keep_data=False)
+    warnings = skip_warnings(split.index)
+    name = Path(src.train_ann).name
+    assert warnings == [
+        f"skipped 1 boxes with non-positive size in {name}, e.g. annotation id 4",
+        f"skipped 1 boxes outside their image in {name}, e.g. annotation id 7",
+        f"skipped 1 annotations whose image_id is not in the file's images in {name}, e.g. annotation id 8",
+    ]
+    with pytest.raises(DataError, match="annotation id 4 is among the boxes with non-positive size"):
+        load_split(src.train_ann, src.train_images, cache_dir=None, strict=True, keep_data=False)
+
+
+def test_index_is_cached_and_parsed_once(coco_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = coco_layout(coco_root)
+    first = load_split(src.train_ann, src.train_images, cache_dir=tmp_path, strict=False, keep_data=False)
+    assert len(list((tmp_path / "index").glob("*.npz"))) == 1
+
+    def parse_again(path: object) -> None:
+        raise AssertionError(f"{path} parsed a second time")
+
+    monkeypatch.setattr(coco, "read_annotations", parse_again)
+    second = load_split(src.train_ann, src.train_images, cache_dir=tmp_path, strict=False, keep_data=False)
+    assert second.data is None  # read from the cache, not parsed again
+    assert all(np.array_equal(getattr(first.index, f), getattr(second.index, f))
+               for f in ("image_ids", "file_names", "starts", "boxes", "labels", "category_ids"))
+    assert second.index.skipped == first.index.skipped

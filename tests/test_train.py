@@ -72,3 +72,48 @@ def test_divergence_is_reported(smoke_data: data.DataSource, tmp_path: Path) -> 
         train(model, lambda start: data.build_train_loader(dataset, 2, 0, start=start), profile.train, tmp_path,
               torch.device("cpu"), progress=False)
     assert not (tmp_path / "checkpoint.pth").exists()  # nothing saved from a diverged state
+
+
+def _batches_seen(name: str, source: data.DataSource, out: Path, seed: int) -> list[tuple[list, list]]:
+    """Every (images, targets) the detector's forward received in 4 iterations of training."""
+    profile = get_profile("smoke")
+    cfg = dataclasses.replace(profile.train, iterations=4)
+    dataset = data.CocoDetection.from_files(source.train_ann, source.train_images, train=True, hflip=0.5, seed=seed)
+    torch.manual_seed(seed)
+    model = build_detector(name, dataset.num_classes, profile.detector)
+    torch.manual_seed(seed)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(
+        ([image.clone() for image in args[0]], [{k: torch.as_tensor(v).clone() for k, v in t.items()} for t in args[1]])))
+    out.mkdir(parents=True)
+    train(model, lambda start: data.build_train_loader(dataset, cfg.batch_size, seed, start=start), cfg, out,
+          torch.device("cpu"), progress=False)
+    return seen
+
+
+def _same(a: list[tuple[list, list]], b: list[tuple[list, list]]) -> bool:
+    return len(a) == len(b) and all(
+        len(ia) == len(ib) and all(torch.equal(x, y) for x, y in zip(ia, ib))
+        and all(ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta) for ta, tb in zip(sa, sb))
+        for (ia, sa), (ib, sb) in zip(a, b)
+    )
+
+
+def test_two_backbones_receive_identical_batches(smoke_data: data.DataSource, tmp_path: Path) -> None:
+    """The paired design: same images, order and flips for every backbone within a seed, although
+    DetNet-59 and ResNet-50 draw different amounts of random numbers when built and trained."""
+    detnet = _batches_seen("detnet59", smoke_data, tmp_path / "d", seed=3)
+    resnet = _batches_seen("resnet50", smoke_data, tmp_path / "r", seed=3)
+    assert len(detnet) == 4 and _same(detnet, resnet)
+    assert not _same(detnet, _batches_seen("resnet50", smoke_data, tmp_path / "r4", seed=4))
+
+
+def test_flips_depend_on_seed_epoch_and_index_only(smoke_data: data.DataSource) -> None:
+    dataset = data.CocoDetection.from_files(smoke_data.train_ann, smoke_data.train_images, train=True, hflip=0.5, seed=3)
+    draws = [dataset.flips(epoch, index) for epoch in range(3) for index in range(len(dataset))]
+    torch.manual_seed(123)  # the global RNG, which model code draws from, plays no part
+    assert [dataset.flips(epoch, index) for epoch in range(3) for index in range(len(dataset))] == draws
+    assert 0 < sum(draws) < len(draws)
+    image, target = dataset[data.SampleKey(0, 0)]
+    plain, plain_target = data.CocoDetection.from_files(smoke_data.train_ann, smoke_data.train_images, train=False)[0]
+    assert torch.equal(image, plain.flip(-1) if dataset.flips(0, 0) else plain)

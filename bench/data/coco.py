@@ -254,8 +254,8 @@ def build_index(data: dict[str, Any], ann_path: Path, strict: bool = False) -> I
             skipped[kind] += 1
             examples.setdefault(kind, annotation["id"])
             if strict:
-                raise DataError(f"{ann_path}: annotation id {annotation['id']}: {SKIP_KINDS[kind][:-1]} "
-                                "(--strict-data); fix or remove it, or run without --strict-data to skip it")
+                raise DataError(f"{ann_path}: annotation id {annotation['id']} is among the {SKIP_KINDS[kind]}, "
+                                "which --strict-data refuses; fix or remove it, or run without --strict-data to skip it")
         elif not annotation.get("iscrowd", 0):  # crowd regions are not objects to regress
             per_image[annotation["image_id"]].append((_clipped_xyxy(annotation["bbox"], sizes[annotation["image_id"]]),
                                                       label_of[annotation["category_id"]]))

@@ -77,8 +77,11 @@ def build_train_loader(
     """Endless, paired training batches (`batch_size` is the global batch) from iteration `start` on."""
     wide = [int(ratio >= 1.0) for ratio in dataset.aspect_ratios()]
     sampler = PairedBatchSampler(wide, batch_size, seed, start=start, rank=rank, world=world)
+    # Its own generator: a loader drawing its worker seeds from the global RNG would shift the model's
+    # random draws by one at every (re)start, and a resumed run would no longer match.
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=pin_memory, persistent_workers=workers > 0)
+                      pin_memory=pin_memory, persistent_workers=workers > 0, generator=generator)
 
 
 def build_eval_loader(dataset: CocoDetection, batch_size: int, workers: int = 0, rank: int = 0,

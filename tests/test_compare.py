@@ -1,0 +1,52 @@
+"""bench.compare: runs of other seeds merge into one report; runs that differ in a setting do not."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from bench.compare import main
+
+
+def _one_seed(smoke_run: Path, seed: int, dest: Path, **profile_changes) -> Path:
+    """A copy of the session's two-seed run that holds only `seed`, as if run alone."""
+    shutil.copytree(smoke_run, dest, ignore=shutil.ignore_patterns("tables", "plots", "report.*", "checkpoint.pth"))
+    shutil.rmtree(dest / f"seed{1 - seed}")
+    config = yaml.safe_load((dest / "config.yaml").read_text())
+    config["profile"]["seeds"] = [seed]
+    for section, values in profile_changes.items():
+        config["profile"][section].update(values)
+    (dest / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return dest
+
+
+def test_merging_two_seeds_gives_the_two_seed_report(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    a, b = _one_seed(smoke_run, 0, tmp_path / "a"), _one_seed(smoke_run, 1, tmp_path / "b")
+    out = tmp_path / "merged"
+    assert main([str(a), str(b), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.md")
+    merged = pd.read_csv(out / "tables" / "differences.csv")
+    original = pd.read_csv(smoke_run / "tables" / "differences.csv")
+    pd.testing.assert_frame_equal(merged, original)  # the same seeds and images: the same intervals
+    assert yaml.safe_load((out / "config.yaml").read_text())["profile"]["seeds"] == [0, 1]
+    assert list(pd.read_csv(out / "metrics.csv")["source"]) == [str(a), str(a), str(b), str(b)]
+    assert f"Merged by `bench.compare` from `{a}`, `{b}`" in (out / "report.md").read_text()
+
+
+def test_a_run_with_another_setting_is_refused(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    a = _one_seed(smoke_run, 0, tmp_path / "a")
+    b = _one_seed(smoke_run, 1, tmp_path / "b", detector={"roi_canonical_scale": 53.76})
+    out = tmp_path / "merged"
+    assert main([str(a), str(b), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1
+    assert "profile.detector.roi_canonical_scale differs" in err and str(b) in err
+    assert not out.exists()
+
+
+def test_the_same_seed_twice_is_refused(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    a, b = _one_seed(smoke_run, 0, tmp_path / "a"), _one_seed(smoke_run, 0, tmp_path / "b")
+    assert main([str(a), str(b), "--out", str(tmp_path / "merged")]) == 2
+    assert "with seed 0 is in both" in capsys.readouterr().err
