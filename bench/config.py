@@ -78,6 +78,7 @@ class TrainConfig:
     precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16", "fp16")))
     channels_last: bool = False
     checkpoint_every: int = field(default=0, metadata=rule(min=0))  # 0: only at the end
+    eval_every: int = field(default=0, metadata=rule(min=0))  # validation AP every N iterations to eval.csv; 0: off
     log_every: int = field(default=20, metadata=rule(min=1))
     workers: int = field(default=0, metadata=rule(min=0))
 

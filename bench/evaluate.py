@@ -10,7 +10,6 @@ Run standalone on saved results::
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
@@ -204,20 +203,36 @@ def _format_table(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parse_args(argv: list[str] | None):
     parser = ArgumentParser(
         prog="python -m bench.evaluate",
-        description="Score COCO-format box detections against COCO ground truth with pycocotools.",
+        description="Score COCO-format box detections with pycocotools, or re-evaluate a run's checkpoints.",
     )
-    parser.add_argument("--gt", required=True, help="COCO annotation file (instances_*.json)")
-    parser.add_argument("--detections", required=True, help="COCO results file: a list of detections")
+    parser.add_argument("--gt", help="COCO annotation file (instances_*.json)")
+    parser.add_argument("--detections", help="COCO results file: a list of detections")
     parser.add_argument("--format", choices=("json", "table"), default="table", help="json: the 12 stats only")
-    return parser.parse_args(argv)
+    parser.add_argument("--run", type=Path, help="a finished run folder: evaluate its checkpoints, no training")
+    parser.add_argument("--val-ann", help="with --run: another COCO-format validation set (default: the run's)")
+    parser.add_argument("--val-images", help="with --run: its image folder")
+    parser.add_argument("--out", type=Path, help="with --run: new or empty folder for the evaluated run")
+    parser.add_argument("--device", default="cpu", help="with --run: cpu or cuda")
+    parser.add_argument("--no-progress", action="store_true", help="with --run: no progress bars or lines")
+    args = parser.parse_args(argv)
+    if (args.run is None) == (args.gt is None and args.detections is None):
+        raise UsageError("give either --run RUN_DIR or --gt and --detections")
+    if args.run is None and (args.gt is None or args.detections is None):
+        raise UsageError("--gt and --detections go together")
+    return args
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.run is not None:
+        from .evaluate_run import reevaluate  # the training-side stack, only when re-evaluating a run
+
+        print(reevaluate(args.run, args.out, args.val_ann, args.val_images, args.device, not args.no_progress))
+        return 0
     coco_gt = ground_truth(read_annotations(args.gt))
     try:
         result = evaluate_detections(coco_gt, read_json(args.detections))

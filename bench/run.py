@@ -21,7 +21,8 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint, configure, data, detector, evaluate, measure, report, train
-from .bootstrap import ImageEval
+from .analysis.receptive_field import receptive_field_rows
+from .evaluate_run import evaluate_model, trained_detector
 from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir
 from .cli import parse_seeds, split_list
 from .config import PROFILES, BackboneAudit, RunConfig
@@ -29,7 +30,7 @@ from .errors import ConfigError, DataError, UsageError
 from .files import set_status, write_csv, write_json, write_text
 
 CONFIG_FILE, METRICS_FILE, DATA_REPORT = "config.yaml", "metrics.csv", "data_report.json"
-DIVERGED_FILE = "diverged.json"
+DIVERGED_FILE, RECEPTIVE_FIELD_FILE = "diverged.json", "receptive_field.csv"
 # Rank 0 evaluates (COCO val: minutes) while the others wait in the next collective.
 COLLECTIVE_TIMEOUT = timedelta(hours=3)
 
@@ -247,27 +248,60 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
         if device.type == "cuda":  # batch statistics over all GPUs, as training BatchNorm from scratch needs
             trained = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         trained = torch.nn.parallel.DistributedDataParallel(trained, device_ids=[device] if device.type == "cuda" else None)
+    val_loader = data.build_eval_loader(val_set, batch_size=2, workers=settings.workers)
+
+    def validate() -> dict[str, float]:
+        """AP on the validation set now, for eval.csv (train.eval_every)."""
+        found = evaluate.predict(model, val_loader, val_set.label_to_category_id, device, progress=False)
+        stats = evaluate.evaluate_detections(coco_gt, found).stats
+        return {name: stats[name] for name in train.EVAL_COLUMNS[1:]}
+
     result = train.train(trained, make_loader, settings, out_dir, device, config=configure.to_dict(cfg),
-                         progress=progress, desc=f"train {name} seed {seed}", resume=resume, stop=stop)
+                         progress=progress, desc=f"train {name} seed {seed}", resume=resume, stop=stop,
+                         validate=validate if rank == 0 else None)
     if rank != 0:
         return None
-    start = time.perf_counter()
-    val_loader = data.build_eval_loader(val_set, batch_size=2, workers=settings.workers)
-    detections = evaluate.predict(model, val_loader, val_set.label_to_category_id, device, progress=progress,
-                                  desc=f"evaluate {name} seed {seed}")
-    write_json(out_dir / "detections.json", detections, indent=None)
-    scores, cocoeval = evaluate.score(coco_gt, detections)
-    ImageEval.from_cocoeval(cocoeval).save(out_dir / "evaluation.npz")
+    scores = evaluate_model(model, val_set, coco_gt, out_dir, device, workers=settings.workers, progress=progress,
+                            desc=f"evaluate {name} seed {seed}")
     metrics = {
         "backbone": name,
         "seed": seed,
-        **scores.to_dict(),
+        **scores,
         "train": {"iterations": result.iterations, "seconds": round(result.seconds, 2),
                   "images_per_s": round(result.images_per_s, 3), "final_loss": result.final_loss},
-        "eval_seconds": round(time.perf_counter() - start, 2),
     }
     write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+TIMED_VAL_IMAGES = 4
+
+
+def trained_models(cfg: RunConfig, run_dir: Path, num_classes: int) -> dict[str, list[torch.nn.Module]]:
+    """Each backbone's trained detectors, one per finished seed, in seed order."""
+    found: dict[str, list[torch.nn.Module]] = {}
+    for name in cfg.backbones:
+        for seed in cfg.profile.seeds:
+            folder = result_dir(run_dir, seed, name)
+            if (folder / "metrics.json").is_file():
+                state = checkpoint.load(folder / checkpoint.CHECKPOINT_FILE)
+                found.setdefault(name, []).append(trained_detector(cfg, name, num_classes, state))
+    return found
+
+
+def receptive_fields(cfg: RunConfig, run_dir: Path, val_set: data.CocoDetection,
+                     trained: dict[str, list[torch.nn.Module]]) -> None:
+    """receptive_field.csv: per stage, stride, theoretical RF, and the effective RF at the initialisation
+    training started from and after training, on validation images as the backbone sees them."""
+    images = [val_set[i][0] for i in range(min(TIMED_VAL_IMAGES, len(val_set)))]
+    rows = []
+    for name in cfg.backbones:
+        torch.manual_seed(cfg.profile.seeds[0])  # the initialisation the first seed trained from
+        start = detector.build_detector(name, val_set.num_classes, cfg.profile.detector, pretrained_file(cfg, name))
+        batch = start.eval().transform(images)[0].tensors  # resized and normalised, as the backbone sees them
+        bodies = [model.backbone.body for model in trained.get(name, [])]
+        rows += receptive_field_rows(name, start.backbone.body, bodies, batch)
+    write_csv(run_dir / RECEPTIVE_FIELD_FILE, pd.DataFrame(rows))
 
 
 def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -318,9 +352,12 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
                       f"AP {100 * stats['AP']:.1f}, AP50 {100 * stats['AP50']:.1f}", flush=True)
     if rank == 0:
         stop.check("measurement")
+        trained = trained_models(cfg, run_dir, datasets[1].num_classes)
+        receptive_fields(cfg, run_dir, datasets[1], trained)
         weights = {name: pretrained_file(cfg, name) for name in cfg.backbones}
-        measure.measure(cfg.backbones, cfg.profile, device, run_dir, datasets[0].num_classes, progress=progress,
-                        weights=weights)
+        images = [datasets[1][i][0] for i in range(min(TIMED_VAL_IMAGES, len(datasets[1])))]
+        measure.measure(cfg.backbones, cfg.profile, device, run_dir, datasets[1].num_classes, progress=progress,
+                        weights=weights, trained={name: (models[0], images) for name, models in trained.items()})
         report.write_report(run_dir)
     if world > 1:
         dist.destroy_process_group()

@@ -30,7 +30,8 @@ from .progress import progress as progress_bar
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 LOSS_COLUMNS = ("iteration", "lr", "loss", *LOSS_NAMES, "images_per_s", "elapsed_s")
-LOSS_FILE = "loss.csv"
+LOSS_FILE, EVAL_FILE = "loss.csv", "eval.csv"
+EVAL_COLUMNS = ("iteration", "AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
 class TrainingDiverged(RuntimeError):
@@ -160,13 +161,13 @@ def _batches(loader: DataLoader) -> Iterator:
             raise DataError(lines[-1].split("DataError: ", 1)[-1]) from None
 
 
-class LossLog:
-    """loss.csv of window-mean losses, rewritten whole (atomically) at each row, so a crash keeps the
-    curve up to the last row; on resume the rows after the checkpoint are dropped, so each
-    iteration is logged once."""
+class CsvLog:
+    """A per-iteration CSV (loss.csv, eval.csv), rewritten whole and atomically at each row, so a crash
+    keeps it up to the last row; on resume the rows after the checkpoint are dropped, so each
+    iteration is logged once. Also sends every number to TensorBoard when it is installed."""
 
-    def __init__(self, path: Path, resume_at: int = 0) -> None:
-        self.path = path
+    def __init__(self, path: Path, columns: tuple[str, ...], resume_at: int = 0, board: Any = None) -> None:
+        self.path, self.columns, self.board = path, columns, board
         self.rows: list[dict[str, Any]] = []
         if resume_at and path.is_file():
             with path.open(newline="") as f:
@@ -176,13 +177,27 @@ class LossLog:
     def write(self, **row: float) -> None:
         self.rows.append({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
         self._write()
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "iteration":
+                    self.board.add_scalar(f"{self.path.stem}/{key}", value, row["iteration"])
+            self.board.flush()
 
     def _write(self) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=LOSS_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.rows)
         write_text(self.path, buffer.getvalue())
+
+
+def tensorboard(out_dir: Path) -> Any:
+    """A SummaryWriter into `out_dir/tensorboard` when the optional `tensorboard` package is there."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
 
 
 def _diverged(desc: str, iteration: int, losses: dict[str, torch.Tensor]) -> TrainingDiverged:
@@ -202,12 +217,14 @@ def train(
     desc: str = "train",
     resume: bool = False,
     stop: StopRequest | None = None,
+    validate: Callable[[], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Train `model` for `cfg.iterations`; rank 0 writes `loss.csv` and `checkpoint.pth` into `out_dir`.
 
     `make_loader(start)` gives the endless batches from iteration `start` on. With `resume`,
     training continues bit-exactly from `out_dir/checkpoint.pth` when there is one. A NaN or
     Inf loss raises TrainingDiverged without saving; a stop request saves and raises TrainingStopped.
+    `validate()` (rank 0, every `cfg.eval_every` iterations) gives the numbers for eval.csv.
     """
     path = Path(out_dir) / checkpoint.CHECKPOINT_FILE
     world = dist.get_world_size() if dist.is_initialized() else 1
@@ -230,7 +247,9 @@ def train(
                      "images": images_before + images_seen, "loss": last_loss}
             checkpoint.save(path, iteration, model, optimizer, scheduler, scaler, config or {}, extra)
 
-    writer = LossLog(path.with_name(LOSS_FILE), resume_at=done) if is_main else None
+    board = tensorboard(Path(out_dir)) if is_main else None
+    writer = CsvLog(path.with_name(LOSS_FILE), LOSS_COLUMNS, done, board) if is_main else None
+    evals = CsvLog(path.with_name(EVAL_FILE), EVAL_COLUMNS, done, board) if is_main and validate and cfg.eval_every else None
     images_seen, start = 0, time.perf_counter()
     bar = progress_bar(cfg.iterations, desc, enabled=progress and is_main, initial=done)
     batches = _batches(make_loader(done))
@@ -257,6 +276,9 @@ def train(
                     writer.write(iteration=iteration, lr=lr, images_per_s=images_seen / elapsed,
                                  elapsed_s=seconds_before + elapsed, **means)
                 window = []
+            if evals and cfg.eval_every and iteration % cfg.eval_every == 0:
+                evals.write(iteration=iteration, **validate())
+                model.train()
             if stop is not None and stop.signal is not None:
                 save(iteration)
                 raise TrainingStopped(f"{desc}: stopped by {stop.name} after iteration {iteration}; checkpoint saved")
@@ -265,5 +287,7 @@ def train(
         save(cfg.iterations)
     finally:
         bar.close()
+        if board is not None:
+            board.close()
     seconds = seconds_before + time.perf_counter() - start
     return TrainResult(cfg.iterations, seconds, (images_before + images_seen) / max(seconds, 1e-9), last_loss)

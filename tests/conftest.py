@@ -27,7 +27,7 @@ def smoke_data(smoke_cache: Path) -> data.DataSource:
 def smoke_run(tmp_path_factory: pytest.TempPathFactory, smoke_cache: Path) -> Path:
     """A finished `bench.run --profile smoke` folder on two backbones and two seeds."""
     run_dir = tmp_path_factory.mktemp("runs") / "smoke"
-    argv = ["--profile", "smoke", "--backbones", SMOKE_BACKBONES, "--seeds", "2", "--out", str(run_dir),
+    argv = ["--profile", "smoke", "--backbones", SMOKE_BACKBONES, "--seeds", "2", "--set", "train.eval_every=1", "--out", str(run_dir),
             "--cache-dir", str(smoke_cache), "--no-progress"]
     assert run_main(argv) == 0
     return run_dir

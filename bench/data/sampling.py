@@ -89,4 +89,4 @@ def build_eval_loader(dataset: CocoDetection, batch_size: int, workers: int = 0,
     """Every image once, in index order; process `rank` of `world` takes images rank, rank + world, ..."""
     shard = list(range(rank, len(dataset), world))
     return DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, collate_fn=collate)
+                      num_workers=workers, collate_fn=collate, generator=torch.Generator().manual_seed(0))

@@ -12,7 +12,8 @@ random-init: weights change no cost measured here.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import itertools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -205,6 +206,27 @@ def training_costs(
     add(dict(row, metric="throughput", images_per_s=throughput(step, batch_size)))
 
 
+def trained_detector_costs(name: str, detector: FasterRCNN, images: Sequence[torch.Tensor], cfg: MeasureConfig,
+                           device: torch.device, threads: int, add: Add) -> None:
+    """Latency of a trained detector on validation images at batch 1, float32, as it evaluates: beside the
+    controlled random-weight figure, because trained weights keep other numbers of boxes and RoIs."""
+    detector = detector.to(device).eval()
+    inputs = [image.to(device) for image in images]
+    turn = itertools.cycle(range(len(inputs)))
+    kept: list[int] = []
+
+    def call() -> None:
+        kept.append(len(infer(detector, [inputs[next(turn)]], device.type, "float32")[0]["boxes"]))
+
+    with count_rois(detector) as rois:
+        measurement = time_call(call, cfg, threads, label=f"{name} detector_trained")
+    add(on_device(device, backbone=name, target="detector_trained", metric="latency", dtype="float32",
+                  channels_last=False, batch_size=1, input_size=cfg.detection_size, threads=threads,
+                  latency_ms_median=measurement.median * 1e3, latency_ms_iqr=measurement.iqr * 1e3,
+                  latency_blocks=len(measurement.times), num_rois=round(sum(rois) / len(rois)),
+                  num_detections=sum(kept) / len(kept)))
+
+
 def measure_backbone(
     name: str,
     profile: Profile,
@@ -212,6 +234,7 @@ def measure_backbone(
     num_classes: int,
     bar: Any = None,
     weights: Path | None = None,
+    trained: tuple[FasterRCNN, Sequence[torch.Tensor]] | None = None,
 ) -> tuple[list[Row], list[Row]]:
     """Every measurement of one backbone: rows of measurements.csv and of flops_by_module.csv.
 
@@ -231,6 +254,8 @@ def measure_backbone(
         backbone_costs(name, profile.measure, device, threads, add)
         breakdown += detector_costs(name, profile, device, num_classes, threads, add)
         training_costs(name, profile, device, num_classes, threads, add, weights)
+        if trained is not None:
+            trained_detector_costs(name, *trained, profile.measure, device, threads, add)
     return rows, breakdown
 
 
@@ -242,11 +267,13 @@ def measure(
     num_classes: int,
     progress: bool = True,
     weights: Mapping[str, Path | None] | None = None,
+    trained: Mapping[str, tuple[FasterRCNN, Sequence[torch.Tensor]]] | None = None,
 ) -> pd.DataFrame:
     """Measure every backbone; write measurements.csv, flops_by_module.csv, environment.json.
 
     `weights` gives a backbone's pretrained file where the run used one, so its training step
-    is measured frozen as it trained. The CSVs are rewritten after each backbone, so an
+    is measured frozen as it trained; `trained` a trained detector and validation images to
+    time it on. The CSVs are rewritten after each backbone, so an
     interrupted run keeps what it finished.
     """
     check_backbones(backbones)
@@ -258,11 +285,11 @@ def measure(
 
     rows: list[Row] = []
     breakdown: list[Row] = []
-    total = len(backbones) * rows_per_backbone(profile.measure, device)
+    total = len(backbones) * rows_per_backbone(profile.measure, device) + len(trained or {})
     with progress_bar(total, "measure", enabled=progress) as bar:
         for name in backbones:
             backbone_rows, backbone_breakdown = measure_backbone(name, profile, device, num_classes, bar,
-                                                                 (weights or {}).get(name))
+                                                                 (weights or {}).get(name), (trained or {}).get(name))
             rows += backbone_rows
             breakdown += backbone_breakdown
             write_csv(out_dir / "measurements.csv", measurements_frame(rows))

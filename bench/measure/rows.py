@@ -29,7 +29,8 @@ class MeasurementRow:
         "`backbone`: the same network as the detector's feature extractor (stride 4+ feature maps); "
         "`detector`: Faster R-CNN + FPN inference, from a list of images to boxes (resize/normalise "
         "transform and post-processing included); `train_step`: one detector training step (forward "
-        "with losses, backward, SGD update).",
+        "with losses, backward, SGD update); `detector_trained`: the detector with a run's trained weights "
+        "(seed 0's checkpoint) on validation images, post-processing as it evaluates.",
         always=True,
     )
     metric: str = column(
@@ -61,6 +62,10 @@ class MeasurementRow:
     )
     gflops: float | None = column("Billions of FLOPs, the same count as `gmacs` x 2.")
     num_rois: int | None = column("RoIs per image the detector's box head processed.")
+    num_detections: float | None = column(
+        "Boxes per image kept after post-processing (score threshold, NMS), mean over the timed images: "
+        "trained and random weights keep very different numbers, and that changes the cost."
+    )
     uncounted_ops: str | None = column(
         "`;`-separated ops outside aten that ran during the counted forward "
         "(`torchvision::nms;torchvision::roi_align`): FlopCounterMode has no formula for them, so their "
@@ -108,7 +113,6 @@ class ModuleRow:
 def column_names(schema: type) -> list[str]:
     """The columns of `schema`, in file order."""
     return [f.name for f in fields(schema)]
-
 
 
 def _is_integer(hint: Any) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure as MplFigure
 
-from . import accuracy, cost, plots
+from . import accuracy, cost, mechanism, plots
 from .describe import caveat, data_warnings, describe_run, like_for_like_sentence, verdicts
 from .load import Run, load_paper, load_run, missing_inputs
 from .render import Figure, write_outputs
@@ -27,6 +27,8 @@ TABLES: tuple[Callable[[Run], Table | None], ...] = (
     accuracy.fairness_table, accuracy.training_table, cost.environment_table, accuracy.accuracy_table,
     accuracy.seed_table, accuracy.localisation_table, accuracy.differences_table, cost.latency_differences_table,
     cost.cost_table, cost.speed_table, cost.latency_table, cost.compute_by_module_table, accuracy.per_category_table,
+    mechanism.error_breakdown_table, mechanism.roi_levels_table, mechanism.proposal_recall_table,
+    mechanism.receptive_field_table,
 )
 
 
@@ -51,6 +53,15 @@ PLOTS = (
     PlotSpec("ap_vs_latency", plots.plot_ap_vs_latency,
              "Accuracy against detector latency (batch 1, float32) on the run's device; up and to the left is better.",
              "measurements.csv with detector latency"),
+    PlotSpec("error_breakdown", mechanism.plot_error_breakdown,
+             "Precision-recall per object size as each kind of error is forgiven (C75 → FN), one row per backbone.",
+             "a backbone's analysis.json"),
+    PlotSpec("receptive_field", mechanism.plot_receptive_field,
+             "Stride and receptive field per FPN input stage: DetNet keeps stride 16 while its receptive field grows.",
+             "receptive_field.csv"),
+    PlotSpec("ap_vs_iteration", mechanism.plot_ap_vs_iteration,
+             "Validation AP during training, measured every `train.eval_every` iterations.",
+             "eval.csv (run with --set train.eval_every=N)"),
     PlotSpec("loss_curves", plots.plot_loss_curves,
              "Training losses (window means) and learning rate per backbone, one line per seed.",
              "a backbone's loss.csv"),
@@ -81,6 +92,7 @@ def context(run: Run, tables: dict[str, Table], figures: dict[str, Figure]) -> d
                   "by `python -m bench.report`."),
         "run_lines": describe_run(run), "warnings": data_warnings(run), "missing": missing_inputs(run),
         "verdicts": verdicts(run), "like_for_like": like_for_like_sentence(run), "caveat": caveat(run),
+        "localisation_reading": mechanism.localisation_reading(run),
         "tables": tables, "figures": figures,
     }
 

@@ -168,9 +168,9 @@ def _training_row(metrics: dict[str, Any]) -> dict[str, Any]:
     train = metrics["train"]
     return {
         "iterations": train["iterations"],
-        "training time (s)": train["seconds"],
-        "training images/s": train["images_per_s"],
-        "final loss": train["final_loss"],
+        "training time (s)": train.get("seconds"),
+        "training images/s": train.get("images_per_s"),
+        "final loss": train.get("final_loss"),
         "evaluation time (s)": metrics["eval_seconds"],
         "val images": metrics["num_images"],
         "detections": metrics["num_detections"],

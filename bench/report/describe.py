@@ -55,8 +55,13 @@ def describe_run(run: Run) -> list[str]:
         f"Backbones: {', '.join(run.backbones)}; {weights}",
         f"Training seed{'s' if len(run.seeds) > 1 else ''}: {seeds}; device: {_describe_device(run)}",
     ]
-    if run.sources:
-        lines.append("Merged by `bench.compare` from " + ", ".join(f"`{s['path']}`" for s in run.sources))
+    for source in run.sources:
+        if "evaluated_on" in source:
+            lines.append(f"Re-evaluated by `bench.evaluate --run` from the checkpoints of `{source['path']}` on "
+                         f"`{source['evaluated_on']}`")
+    merged = [s for s in run.sources if "evaluated_on" not in s]
+    if merged:
+        lines.append("Merged by `bench.compare` from " + ", ".join(f"`{s['path']}`" for s in merged))
     return lines + ([_describe_software(run.environment)] if run.environment else [])
 
 

@@ -32,9 +32,12 @@ class Run:
     losses: dict[Key, pd.DataFrame]  # loss.csv
     evaluations: dict[Key, Path]  # evaluation.npz: per-image matches, for the bootstrap
     diverged: dict[Key, str]  # diverged.json: why
+    analyses: dict[Key, dict[str, Any]]  # analysis.json: error breakdown, proposal recall, RoI levels
+    evals: dict[Key, pd.DataFrame]  # eval.csv: validation AP during training (train.eval_every)
     measurements: pd.DataFrame | None
     flops: pd.DataFrame | None
     environment: dict[str, Any] | None
+    receptive_field: pd.DataFrame | None = None  # receptive_field.csv
     status: dict[str, Any] | None = None
     data_report: dict[str, Any] | None = None
     sources: list[dict[str, Any]] = field(default_factory=list)  # the folders bench.compare merged
@@ -119,6 +122,8 @@ def load_run(run_dir: str | Path) -> Run:
     metrics = {key: load_json(folder / "metrics.json") for key, folder in folders.items()}
     losses = {key: load_csv(folder / "loss.csv") for key, folder in folders.items()}
     diverged = {key: load_json(folder / "diverged.json") for key, folder in folders.items()}
+    analyses = {key: load_json(folder / "analysis.json") for key, folder in folders.items()}
+    evals = {key: load_csv(folder / "eval.csv") for key, folder in folders.items()}
     return Run(
         path=path,
         config=config,
@@ -127,6 +132,9 @@ def load_run(run_dir: str | Path) -> Run:
         evaluations={key: folder / "evaluation.npz" for key, folder in folders.items()
                      if (folder / "evaluation.npz").is_file() and metrics[key] is not None},
         diverged={key: d["reason"] for key, d in diverged.items() if d is not None},
+        analyses={key: a for key, a in analyses.items() if a is not None and key in metrics and metrics[key]},
+        evals={key: frame for key, frame in evals.items() if frame is not None and not frame.empty},
+        receptive_field=load_csv(path / "receptive_field.csv"),
         measurements=load_csv(path / "measurements.csv"),
         flops=load_csv(path / "flops_by_module.csv"),
         environment=load_json(path / "environment.json"),

@@ -1,0 +1,1 @@
+"""Analyses of finished runs beyond the COCO summary numbers (error breakdowns, proposals)."""

@@ -1,0 +1,108 @@
+"""The mechanism analyses of a run: RoI levels, proposal recall, evaluation on saved models, live curves."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from pycocotools.coco import COCO
+
+from bench.analysis.proposals import ProposalProbe, level_rows, proposal_recall
+from bench.config import get_profile
+from bench.detector import build_detector
+from bench.evaluate import main as evaluate_main
+
+# Hand-made RoIs and the level the FPN rule k = floor(4 + log2(sqrt(wh) / 53.76)), clamped to 2..5, gives them.
+CANONICAL = 224 * 192 / 800
+BOXES = [(10, 2), (26, 2), (27, 3), (53, 3), (54, 4), (107, 4), (108, 5), (190, 5)]
+
+
+def fpn_level(side: float) -> int:
+    return min(5, max(2, math.floor(4 + math.log2(side / CANONICAL))))
+
+
+def test_roi_level_histogram_matches_the_fpn_rule() -> None:
+    assert [fpn_level(side) for side, _ in BOXES] == [level for _, level in BOXES]
+    model = build_detector("detnet59", 3, get_profile("default").detector).eval()
+    assert model.roi_heads.box_roi_pool.map_levels.s0 == pytest.approx(CANONICAL)
+    hand_made = torch.tensor([[0.0, 0.0, side, side] for side, _ in BOXES])
+    # The RPN proposes exactly the hand-made boxes, for each of the two images.
+    model.rpn.register_forward_hook(lambda module, args, output: ([hand_made.clone(), hand_made.clone()], {}))
+    with torch.no_grad(), ProposalProbe(model) as probe:
+        model([torch.rand(3, 192, 192), torch.rand(3, 192, 192)])
+    expected = {level: 2 * sum(1 for _, k in BOXES if k == level) for level in range(2, 6)}
+    assert dict(probe.levels) == expected
+    rows = level_rows(probe.levels)
+    assert [row["level"] for row in rows] == ["P2", "P3", "P4", "P5"]
+    assert [row["rois"] for row in rows] == [expected[level] for level in range(2, 6)]
+    assert sum(row["share"] for row in rows) == pytest.approx(1.0)
+
+
+def test_proposal_recall_counts_covered_objects() -> None:
+    coco = COCO()
+    coco.dataset = {
+        "images": [{"id": 1, "width": 200, "height": 200, "file_name": "a.jpg"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "area": 400, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 50, 120, 120], "area": 14400, "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    coco.createIndex()
+    # Best first: a box at IoU 0.64 with the large object, then an exact box on the small one.
+    proposals = [torch.tensor([[50.0, 50.0, 146.0, 146.0]] * 150 + [[0.0, 0.0, 20.0, 20.0]])]
+    rows = {(r["size"], r["proposals"], r["iou"]): r["recall"] for r in proposal_recall(proposals, [1], coco)}
+    assert rows[("large", 100, 0.5)] == 1.0 and rows[("large", 100, 0.7)] == 0.0
+    assert rows[("small", 100, 0.5)] == 0.0 and rows[("small", 300, 0.7)] == 1.0
+    assert rows[("all", 300, 0.5)] == 1.0 and rows[("all", 300, 0.7)] == 0.5
+    assert math.isnan(rows[("medium", 100, 0.5)])
+
+
+def test_run_writes_the_mechanism_tables(smoke_run: Path) -> None:
+    for name in ("error_breakdown", "roi_levels", "proposal_recall", "receptive_field"):
+        assert (smoke_run / "tables" / f"{name}.csv").is_file(), name
+    breakdown = pd.read_csv(smoke_run / "tables" / "error_breakdown.csv")
+    assert breakdown["Sim"].isna().all()  # the synthetic set's categories share one supercategory
+    assert (breakdown["FN"] == 100).all()
+    rf = pd.read_csv(smoke_run / "receptive_field.csv")
+    detnet = rf[rf["backbone"] == "detnet59"]
+    assert list(detnet["stride"]) == [4, 8, 16, 16, 16] and detnet["theoretical_rf_px"].is_monotonic_increasing
+    text = (smoke_run / "report.md").read_text()
+    assert "## Why: the mechanism" in text and "plots/error_breakdown.png" in text
+
+
+def test_eval_every_and_tensorboard(smoke_run: Path) -> None:
+    folder = smoke_run / "seed0" / "detnet59"
+    evals = pd.read_csv(folder / "eval.csv")
+    assert list(evals["iteration"]) == [1, 2] and evals["AP"].between(0, 1).all()
+    pytest.importorskip("tensorboard")
+    assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+    assert (smoke_run / "plots" / "ap_vs_iteration.png").is_file()
+
+
+def test_trained_latency_is_measured_beside_the_random_one(smoke_run: Path) -> None:
+    rows = pd.read_csv(smoke_run / "measurements.csv")
+    trained = rows[rows["target"] == "detector_trained"]
+    assert set(trained["backbone"]) == {"detnet59", "resnet50"}
+    assert (trained["latency_ms_median"] > 0).all() and (trained["num_detections"] >= 0).all()
+
+
+def test_evaluate_run_reproduces_the_runs_scores(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "evaluated"
+    assert evaluate_main(["--run", str(smoke_run), "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.md")
+    for seed in (0, 1):
+        for name in ("detnet59", "resnet50"):
+            ours = json.loads((out / f"seed{seed}" / name / "metrics.json").read_text())
+            theirs = json.loads((smoke_run / f"seed{seed}" / name / "metrics.json").read_text())
+            assert ours["stats"] == theirs["stats"]
+    assert "Re-evaluated by `bench.evaluate --run`" in (out / "report.md").read_text()
+
+
+def test_evaluate_run_refuses_a_folder_without_checkpoints(tmp_path: Path, smoke_run: Path, capsys) -> None:
+    (tmp_path / "config.yaml").write_text((smoke_run / "config.yaml").read_text())
+    assert evaluate_main(["--run", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "has no checkpoint to evaluate" in capsys.readouterr().err
