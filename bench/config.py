@@ -42,6 +42,7 @@ class DetectorConfig:
     rpn_pre_nms_top_n_test: int = field(default=1000, metadata=rule(min=1))
     rpn_post_nms_top_n_train: int = field(default=2000, metadata=rule(min=1))
     rpn_post_nms_top_n_test: int = field(default=1000, metadata=rule(min=1))
+    rpn_batch_size_per_image: int = field(default=256, metadata=rule(min=1))  # anchors sampled for the RPN loss
     box_batch_size_per_image: int = field(default=512, metadata=rule(min=1))
     box_detections_per_img: int = field(default=100, metadata=rule(min=1))
     box_score_thresh: float = field(default=0.05, metadata=rule(min=0, below=1))

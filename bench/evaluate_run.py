@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from pycocotools.coco import COCO
 
 from . import checkpoint, configure, data, detector, evaluate, report
@@ -30,15 +32,34 @@ ANALYSIS_FILE = "analysis.json"
 COPIED = ("measurements.csv", "flops_by_module.csv", "environment.json", "receptive_field.csv")
 
 
-def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt: COCO, out_dir: Path,
+def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt: COCO | None, out_dir: Path,
                    device: torch.device, batch_size: int = 2, workers: int = 0, progress: bool = True,
-                   desc: str = "evaluate") -> dict[str, Any]:
-    """Predict the validation set once, score it, analyse it; returns metrics.json's evaluation part."""
+                   desc: str = "evaluate") -> dict[str, Any] | None:
+    """Predict the validation set once, score it, analyse it; returns metrics.json's evaluation part.
+
+    Under torchrun every process predicts its shard of the images (rank, rank + world, ...) with
+    rank 0's weights and buffers, and rank 0 puts the detections back in image order and scores
+    them once, so the numbers equal a single process's exactly; the other ranks return None.
+    """
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     start = time.perf_counter()
-    loader = data.build_eval_loader(val_set, batch_size=batch_size, workers=workers)
+    if world > 1:
+        for tensor in checkpoint.unwrap(model).state_dict().values():  # BatchNorm statistics differ per rank
+            dist.broadcast(tensor, src=0)
+    loader = data.build_eval_loader(val_set, batch_size=batch_size, workers=workers, rank=rank, world=world)
     with ProposalProbe(model) as probe:
-        detections = evaluate.predict(model, loader, val_set.label_to_category_id, device, progress=progress,
-                                      desc=desc)
+        detections = evaluate.predict(model, loader, val_set.label_to_category_id, device,
+                                      progress=progress and rank == 0, desc=desc)
+    positions = list(range(rank, len(val_set), world))
+    shard = (detections, list(zip(positions, probe.proposals)), probe.levels)
+    if world > 1:
+        gathered = [None] * world if rank == 0 else None
+        dist.gather_object(shard, gathered, dst=0)
+        if rank != 0:
+            return None
+        detections, proposals, levels = _in_image_order(gathered, val_set)
+    else:
+        proposals, levels = probe.proposals, probe.levels
     write_json(out_dir / "detections.json", detections, indent=None)
     scores, cocoeval = evaluate.score(coco_gt, detections)
     ImageEval.from_cocoeval(cocoeval).save(out_dir / "evaluation.npz")
@@ -46,10 +67,18 @@ def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt:
     write_json(out_dir / ANALYSIS_FILE, {
         "error_breakdown": breakdown.to_rows(), "sim_skipped": breakdown.sim_skipped,
         "error_curves": {area: curves.tolist() for area, curves in breakdown.precision.items()},
-        "proposal_recall": proposal_recall(probe.proposals, val_set.ids, coco_gt),
-        "roi_levels": level_rows(probe.levels),
+        "proposal_recall": proposal_recall(proposals, val_set.ids, coco_gt),
+        "roi_levels": level_rows(levels),
     })
     return {**scores.to_dict(), "eval_seconds": round(time.perf_counter() - start, 2)}
+
+
+def _in_image_order(shards: list, val_set: data.CocoDetection) -> tuple[list[dict], list[torch.Tensor], Counter]:
+    """The ranks' shards merged back into one process's order: by image, each image's detections as predicted."""
+    position = {image_id: i for i, image_id in enumerate(val_set.ids)}
+    detections = sorted((d for dets, _, _ in shards for d in dets), key=lambda d: position[d["image_id"]])
+    proposals = [boxes for _, boxes in sorted((p for _, props, _ in shards for p in props), key=lambda p: p[0])]
+    return detections, proposals, sum((levels for _, _, levels in shards), Counter())
 
 
 def trained_detector(cfg: RunConfig, name: str, num_classes: int, state: dict[str, Any]) -> torch.nn.Module:

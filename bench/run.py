@@ -26,7 +26,7 @@ from .evaluate_run import evaluate_model, trained_detector
 from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir
 from .cli import parse_seeds, split_list
 from .config import PROFILES, BackboneAudit, RunConfig
-from .errors import ConfigError, DataError, UsageError
+from .errors import ConfigError, DataError, UsageError, UserError
 from .files import set_status, write_csv, write_json, write_text
 
 CONFIG_FILE, METRICS_FILE, DATA_REPORT = "config.yaml", "metrics.csv", "data_report.json"
@@ -149,11 +149,12 @@ def audit(cfg: RunConfig, name: str, num_classes: int) -> BackboneAudit:
     )
 
 
-def load_data(cfg: RunConfig) -> tuple[data.Split, data.Split]:
-    """Both splits read and checked once; the training index cached for later runs and ranks."""
+def load_data(cfg: RunConfig, keep_val_data: bool = True) -> tuple[data.Split, data.Split]:
+    """Both splits read and checked once, their indexes cached for later runs and the node's other
+    processes; only the process that scores (`keep_val_data`) keeps the validation ground truth."""
     source = data.make_synthetic(cfg.profile.synthetic, cfg.cache_dir) if cfg.data.synthetic else cfg.data
     train_split = data.load_split(source.train_ann, source.train_images, cfg.cache_dir, cfg.strict_data, keep_data=False)
-    val_split = data.load_split(source.val_ann, source.val_images, None, strict=False, keep_data=True)
+    val_split = data.load_split(source.val_ann, source.val_images, cfg.cache_dir, strict=False, keep_data=keep_val_data)
     train_cats, val_cats = train_split.index.category_ids.tolist(), val_split.index.category_ids.tolist()
     if train_cats != val_cats:
         raise DataError(f"{source.val_ann} has category ids {val_cats[:5]}..., {source.train_ann} {train_cats[:5]}...: "
@@ -171,9 +172,36 @@ def check_resume(cfg: RunConfig, run_dir: Path) -> None:
                              "restore it, or start a new run with --config")
 
 
-def prepare(args) -> tuple[RunConfig, Path, tuple[data.Split, data.Split]]:
-    """Settings, every check, the data read once, then the run folder: nothing is written before
-    every input has been found usable."""
+class OtherRankFailed(SystemExit):
+    """Another process of the job hit a user error and said so; this one stops quietly with its code."""
+
+
+def in_order(work, first: bool):
+    """Run `work()` on the processes where `first` (one per node, or rank 0), then on the others: what the
+    first ones write (the annotation index cache, the run folder) the others then read. A user error on
+    any process stops every process; only the one that hit it prints it."""
+    if not dist.is_initialized():
+        return work()
+    result = None
+    for turn in (True, False):
+        error = None
+        if first == turn:
+            try:
+                result = work()
+            except UserError as err:
+                error = err
+        errors = [None] * dist.get_world_size()
+        dist.all_gather_object(errors, None if error is None else str(error))
+        if error is not None:
+            raise error
+        if any(errors):
+            raise OtherRankFailed(2)
+    return result
+
+
+def prepare(args) -> tuple[RunConfig, Path, tuple[data.Split, data.Split], torch.device]:
+    """Settings, every check, the data read once per node, then the run folder: nothing is written
+    before every input has been found usable."""
     cfg = config_from_args(args)
     check_backbones(cfg.backbones)
     check_device(cfg.device)
@@ -183,10 +211,21 @@ def prepare(args) -> tuple[RunConfig, Path, tuple[data.Split, data.Split]]:
     check_writable_dir(Path(cfg.cache_dir), "--cache-dir")
     if args.out is not None:
         check_writable_dir(Path(args.out), "--out")
-    splits = load_data(cfg)
+    device, rank, world = init_distributed(cfg)
+    node_first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    splits = in_order(lambda: load_data(cfg, keep_val_data=rank == 0), node_first)
+    run_dir = in_order(lambda: start_run_folder(cfg, args, splits) if rank == 0 else None, rank == 0)
+    if world > 1:
+        shared = [run_dir]
+        dist.broadcast_object_list(shared, src=0)
+        run_dir = shared[0]
+    return cfg, run_dir, splits, device
+
+
+def start_run_folder(cfg: RunConfig, args, splits: tuple[data.Split, data.Split]) -> Path:
+    """Record the fairness audit, then create (or, resuming, check) the run folder and its config.yaml."""
     recorded = dict(cfg.audit)
     cfg.audit = {name: audit(cfg, name, len(splits[0].index.category_ids) + 1) for name in cfg.backbones}
-    is_main = int(os.environ.get("RANK", "0")) == 0
     if args.resume:
         run_dir = Path(args.resume)
         changed = configure.first_difference(configure.to_dict(RunConfig(audit=recorded)),
@@ -194,9 +233,7 @@ def prepare(args) -> tuple[RunConfig, Path, tuple[data.Split, data.Split]]:
         if changed:
             raise UsageError(f"{changed} differs from the run's config.yaml: a weights file or the backbone changed")
         check_resume(cfg, run_dir)
-        return cfg, run_dir, splits
-    if not is_main:
-        return cfg, Path(args.out or ""), splits  # only rank 0 writes
+        return run_dir
     seeds = "+".join(map(str, cfg.profile.seeds))
     run_dir = fresh_dir(args.out, f"{cfg.profile.name}-s{seeds}-{'-'.join(cfg.backbones)}")
     write_text(run_dir / CONFIG_FILE, configure.to_yaml(cfg))
@@ -204,7 +241,7 @@ def prepare(args) -> tuple[RunConfig, Path, tuple[data.Split, data.Split]]:
     write_json(run_dir / DATA_REPORT, {"skipped": splits[0].index.skipped, "warnings": warnings})
     for line in warnings:
         print(f"warning: {line} (recorded in {run_dir / DATA_REPORT})", file=sys.stderr)
-    return cfg, run_dir, splits
+    return run_dir
 
 
 def init_distributed(cfg: RunConfig) -> tuple[torch.device, int, int]:
@@ -259,10 +296,10 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
     result = train.train(trained, make_loader, settings, out_dir, device, config=configure.to_dict(cfg),
                          progress=progress, desc=f"train {name} seed {seed}", resume=resume, stop=stop,
                          validate=validate if rank == 0 else None)
-    if rank != 0:
-        return None
     scores = evaluate_model(model, val_set, coco_gt, out_dir, device, workers=settings.workers, progress=progress,
                             desc=f"evaluate {name} seed {seed}")
+    if scores is None:  # another process than rank 0: it predicted its shard, rank 0 scored
+        return None
     metrics = {
         "backbone": name,
         "seed": seed,
@@ -315,9 +352,9 @@ def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split], progress: bool, resume: bool,
-            stop: train.StopRequest) -> None:
-    device, rank, world = init_distributed(cfg)
+def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split], device: torch.device,
+            progress: bool, resume: bool, stop: train.StopRequest) -> None:
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     train_split, val_split = splits
     datasets = (
         data.CocoDetection(train_split.index, train_split.image_dir, train_split.ann_path, train=True,
@@ -366,7 +403,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg, run_dir, splits = prepare(args)
+    cfg, run_dir, splits, device = prepare(args)
     is_main = int(os.environ.get("RANK", "0")) == 0
     start = time.perf_counter()
     status = (lambda *a, **k: set_status(run_dir, *a, **k)) if is_main else (lambda *a, **k: None)
@@ -374,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     status("running")
     try:
         with train.StopRequest() as stop:
-            execute(cfg, run_dir, splits, progress=not args.no_progress, resume=bool(args.resume), stop=stop)
+            execute(cfg, run_dir, splits, device, progress=not args.no_progress, resume=bool(args.resume), stop=stop)
     except (train.TrainingStopped, KeyboardInterrupt) as err:
         status("interrupted", str(err) or "KeyboardInterrupt", resume=resume_hint)
         print(f"\ninterrupted: {str(err) or 'Ctrl-C'}; results so far are in {run_dir}; `{resume_hint}` goes on",

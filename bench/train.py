@@ -74,6 +74,14 @@ class StopRequest:
     def name(self) -> str:
         return signal.Signals(self.signal).name if self.signal else ""
 
+    def agreed(self) -> bool:
+        """Whether to stop now; under torchrun every process must stop after the same step, so
+        they agree (a signal may reach them a step apart)."""
+        wanted = torch.tensor([float(self.signal is not None)])
+        if dist.is_initialized():
+            dist.all_reduce(wanted, op=dist.ReduceOp.MAX)
+        return bool(wanted.item())
+
     def check(self, where: str) -> None:
         """Between two pieces of work (backbones, measurement): stop here if asked to."""
         if self.signal is not None:
@@ -279,7 +287,7 @@ def train(
             if evals and cfg.eval_every and iteration % cfg.eval_every == 0:
                 evals.write(iteration=iteration, **validate())
                 model.train()
-            if stop is not None and stop.signal is not None:
+            if stop is not None and stop.agreed():
                 save(iteration)
                 raise TrainingStopped(f"{desc}: stopped by {stop.name} after iteration {iteration}; checkpoint saved")
             if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.iterations:

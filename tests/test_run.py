@@ -94,22 +94,6 @@ def test_cli_error_has_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and result.stderr.strip().startswith("error:")
 
 
-@pytest.mark.slow
-def test_torchrun_data_parallel(tmp_path: Path, smoke_cache: Path) -> None:
-    """Two processes (gloo on the CPU): both train, rank 0 alone evaluates and writes."""
-    out = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "bench.run", "--profile", "smoke", "--backbones", "resnet50", "--out", str(out),
-         "--cache-dir", str(smoke_cache), "--no-progress"],
-        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no stray folders from rank 1
-    assert json.loads((out / "seed0" / "resnet50" / "metrics.json").read_text())["train"]["iterations"] == 2
-    assert (out / "report.md").is_file()
-
-
 def test_weights_that_do_not_fit_fail_before_training(tmp_path: Path, capsys) -> None:
     weights = tmp_path / "weights"
     weights.mkdir()

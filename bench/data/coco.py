@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -240,61 +239,64 @@ class ImageIndex:
 
 
 def build_index(data: dict[str, Any], ann_path: Path, strict: bool = False) -> ImageIndex:
-    """The training index of a checked file; skippable problems counted, or fatal with `strict`."""
-    images = sorted(data["images"], key=lambda image: image["id"])
-    sizes = {image["id"]: (image["width"], image["height"]) for image in images}
-    category_ids = sorted(category["id"] for category in data["categories"])
-    label_of = {category_id: label for label, category_id in enumerate(category_ids, start=1)}
-    per_image: dict[int, list[tuple[list[float], int]]] = {image["id"]: [] for image in images}
-    skipped: Counter[str] = Counter()
-    examples: dict[str, int] = {}
-    for annotation in data["annotations"]:
-        kind = _skip_kind(annotation, sizes)
-        if kind:
-            skipped[kind] += 1
-            examples.setdefault(kind, annotation["id"])
+    """The training index of a checked file; skippable problems counted, or fatal with `strict`.
+
+    Vectorised over annotations: on COCO train (860k boxes) per-image Python lists would add
+    about as much memory again as the parsed file itself.
+    """
+    images = data["images"]
+    image_ids = np.fromiter((image["id"] for image in images), np.int64, len(images))
+    order = np.argsort(image_ids, kind="stable")
+    image_ids = image_ids[order]
+    widths = np.fromiter((image["width"] for image in images), np.int64, len(images))[order]
+    heights = np.fromiter((image["height"] for image in images), np.int64, len(images))[order]
+    anns = data["annotations"]
+    count = len(anns)
+    ann_ids = np.fromiter((a["id"] for a in anns), np.int64, count)
+    owner = np.fromiter((a["image_id"] for a in anns), np.int64, count)
+    crowd = np.fromiter((a.get("iscrowd", 0) for a in anns), np.int64, count).astype(bool)
+    category = np.fromiter((a["category_id"] for a in anns), np.int64, count)
+    xywh = np.fromiter((v for a in anns for v in a["bbox"]), np.float64, 4 * count).reshape(count, 4)
+    position = np.searchsorted(image_ids, owner).clip(max=max(len(image_ids) - 1, 0))
+    known = image_ids[position] == owner if len(image_ids) else np.zeros(count, bool)
+    x1, y1 = xywh[:, 0], xywh[:, 1]
+    x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
+    width, height = widths[position], heights[position]
+    problems = {  # in SKIP_KINDS' order, as the warnings are printed
+        "non_positive_size": known & ((xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)),
+        "outside_image": known & (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
+        & ((x1 >= width) | (y1 >= height) | (x2 <= 0) | (y2 <= 0)),
+        "unknown_image": ~known,
+    }
+    skipped = {}
+    for kind, mask in problems.items():
+        if mask.any():
+            example = int(ann_ids[mask.argmax()])
             if strict:
-                raise DataError(f"{ann_path}: annotation id {annotation['id']} is among the {SKIP_KINDS[kind]}, "
-                                "which --strict-data refuses; fix or remove it, or run without --strict-data to skip it")
-        elif not annotation.get("iscrowd", 0):  # crowd regions are not objects to regress
-            per_image[annotation["image_id"]].append((_clipped_xyxy(annotation["bbox"], sizes[annotation["image_id"]]),
-                                                      label_of[annotation["category_id"]]))
-    if not any(per_image.values()):
+                raise DataError(f"{ann_path}: annotation id {example} is among the {SKIP_KINDS[kind]}, which "
+                                "--strict-data refuses; fix or remove it, or run without --strict-data to skip it")
+            skipped[kind] = {"count": int(mask.sum()), "example_id": example, "file": str(ann_path)}
+    keep = ~(problems["unknown_image"] | problems["non_positive_size"] | problems["outside_image"] | crowd)
+    if not keep.any():
         raise DataError(f"{ann_path}: no usable object (every annotation is missing, crowd or skipped); "
                         "a detector cannot be trained on it")
-    counts = [len(per_image[image["id"]]) for image in images]
-    flat = [item for image in images for item in per_image[image["id"]]]
-    names = {category["id"]: category["name"] for category in data["categories"]}
+    by_image = np.argsort(position[keep], kind="stable")  # the file's order within each image
+    boxes = np.stack([x1.clip(min=0), y1.clip(min=0), np.minimum(x2, width), np.minimum(y2, height)], axis=1)
+    category_ids = np.array(sorted(c["id"] for c in data["categories"]), dtype=np.int64)
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    kept_positions = position[keep][by_image]
     return ImageIndex(
-        image_ids=np.array([image["id"] for image in images], dtype=np.int64),
-        file_names=np.array([image["file_name"] for image in images], dtype=str),
-        widths=np.array([image["width"] for image in images], dtype=np.int64),
-        heights=np.array([image["height"] for image in images], dtype=np.int64),
-        starts=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        boxes=np.array([box for box, _ in flat], dtype=np.float32).reshape(-1, 4),
-        labels=np.array([label for _, label in flat], dtype=np.int64),
-        category_ids=np.array(category_ids, dtype=np.int64),
-        category_names=np.array([names[c] for c in category_ids], dtype=str),
-        skipped={kind: {"count": n, "example_id": examples[kind], "file": str(ann_path)} for kind, n in skipped.items()},
+        image_ids=image_ids,
+        file_names=np.array([images[i]["file_name"] for i in order], dtype=str),
+        widths=widths,
+        heights=heights,
+        starts=np.searchsorted(kept_positions, np.arange(len(image_ids) + 1)).astype(np.int64),
+        boxes=boxes[keep][by_image].astype(np.float32),
+        labels=np.searchsorted(category_ids, category[keep][by_image]) + 1,
+        category_ids=category_ids,
+        category_names=np.array([names[c] for c in category_ids.tolist()], dtype=str),
+        skipped=skipped,
     )
-
-
-def _skip_kind(annotation: dict[str, Any], sizes: dict[int, tuple[int, int]]) -> str | None:
-    if annotation["image_id"] not in sizes:
-        return "unknown_image"
-    x, y, w, h = annotation["bbox"]
-    if w <= 0 or h <= 0:
-        return "non_positive_size"
-    width, height = sizes[annotation["image_id"]]
-    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-        return "outside_image"
-    return None
-
-
-def _clipped_xyxy(bbox: list[float], size: tuple[int, int]) -> list[float]:
-    x, y, w, h = bbox
-    width, height = size
-    return [max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)]
 
 
 def skip_warnings(index: ImageIndex) -> list[str]:

@@ -1,0 +1,192 @@
+"""`python -m bench.overhead`: is the harness ever what a benchmark measures? Ratios from one process.
+
+Each comparison times detbench's own code against the bare minimum on the same model, batch and
+inputs, interleaved round by round so drifting clocks and neighbours hit both alike, and prints
+`<what> ratio: <value>` (detbench over bare; 1.00 = no overhead):
+
+- `train step`: `bench.train.train_step` against forward, loss sum, backward and an SGD step;
+- `training loop`: `bench.train.train` (data loading, logging, the progress line) per iteration
+  against the bare step on one fixed batch; the loader's images/s alone is printed beside it;
+- `inference`: `bench.evaluate.predict` (batches from the loader, conversion to COCO results)
+  against the model called on the same images, held in memory;
+- and what the fast paths change for a training step: `bf16/fp32` and `channels_last/contiguous`
+  time ratios (below 1 is faster).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from . import configure, data, detector, evaluate, train
+from .cli import ArgumentParser, check_backbones, check_device, entry_point
+from .config import PROFILES
+from .measure.timing import pinned_threads
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(a: Callable[[], object], b: Callable[[], object], rounds: int, device: torch.device) -> float:
+    """Median time of `a` over median time of `b`, timed alternately, `rounds` calls each."""
+    times: dict[str, list[float]] = {"a": [], "b": []}
+    a(), b()  # warm-up
+    for _ in range(rounds):
+        for key, fn in (("a", a), ("b", b)):
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[key].append(time.perf_counter() - start)
+    return statistics.median(times["a"]) / statistics.median(times["b"])
+
+
+def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: list, targets: list,
+              dtype: torch.dtype | None) -> None:
+    """Forward with losses, backward, SGD update: nothing else."""
+    with torch.autocast(images[0].device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        loss = sum(model(images, targets).values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+class Bench:
+    """One backbone's detector, optimizer, training data and a fixed batch, per the profile."""
+
+    def __init__(self, backbone: str, profile_name: str, overrides: list[str], device: torch.device) -> None:
+        self.cfg = configure.build(profile_name, options={"device": device.type}, overrides=overrides)
+        self.device = device
+        self.train_cfg = self.cfg.profile.train
+        source = data.make_synthetic(self.cfg.profile.synthetic, self.cfg.cache_dir)
+        split = data.load_split(source.train_ann, source.train_images, self.cfg.cache_dir, False, keep_data=False)
+        self.dataset = data.CocoDetection(split.index, split.image_dir, split.ann_path, train=True,
+                                          hflip=self.train_cfg.hflip)
+        val = data.load_split(source.val_ann, source.val_images, None, False, keep_data=False)
+        self.val_set = data.CocoDetection(val.index, val.image_dir, val.ann_path, train=False)
+        self.backbone = backbone
+
+    def model(self, channels_last: bool) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = detector.build_detector(self.backbone, self.dataset.num_classes, self.cfg.profile.detector)
+        fmt = torch.channels_last if channels_last else torch.preserve_format
+        return model.to(self.device, memory_format=fmt).train()
+
+    def loader(self, start: int = 0):
+        return data.build_train_loader(self.dataset, self.train_cfg.batch_size, 0, self.train_cfg.workers, start)
+
+    def batch(self) -> tuple[list, list]:
+        images, targets = next(iter(self.loader()))
+        return ([i.to(self.device) for i in images],
+                [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets])
+
+
+def train_step_ratio(bench: Bench, rounds: int) -> float:
+    precision = train.resolve_precision(bench.train_cfg.precision, bench.device)
+    model = bench.model(bench.train_cfg.channels_last)
+    images, targets = bench.batch()
+    ours = train.build_optimizer(model, bench.train_cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    bare = torch.optim.SGD(model.parameters(), lr=train.scaled_lr(bench.train_cfg), momentum=0.9)
+    dtype = train.AUTOCAST_DTYPES.get(precision)
+    return interleaved(lambda: train.train_step(model, ours, scaler, images, targets, precision),
+                       lambda: bare_step(model, bare, images, targets, dtype), rounds, bench.device)
+
+
+def loop_ratio(bench: Bench, iterations: int) -> tuple[float, float, float]:
+    """(loop time per iteration / bare step time, loader images/s, bare step images/s)."""
+    precision = train.resolve_precision(bench.train_cfg.precision, bench.device)
+    model = bench.model(bench.train_cfg.channels_last)
+    cfg = dataclasses.replace(bench.train_cfg, iterations=iterations, log_every=1, checkpoint_every=0)
+    with tempfile.TemporaryDirectory() as out:
+        train.train(model, bench.loader, cfg, Path(out), bench.device, progress=True, desc="overhead loop")
+        rows = (Path(out) / train.LOSS_FILE).read_text().splitlines()
+    loop = float(rows[-1].split(",")[-1]) / iterations  # elapsed_s at the last iteration, before the final save
+    images, targets = bench.batch()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    dtype = train.AUTOCAST_DTYPES.get(precision)
+    step_times = []
+    for _ in range(max(3, iterations // 2)):
+        _sync(bench.device)
+        start = time.perf_counter()
+        bare_step(model, optimizer, images, targets, dtype)
+        _sync(bench.device)
+        step_times.append(time.perf_counter() - start)
+    step = statistics.median(step_times)
+    start, count = time.perf_counter(), 0
+    for images, _ in itertools.islice(bench.loader(), iterations):
+        count += len(images)
+    loader_images_per_s = count / (time.perf_counter() - start)
+    return loop / step, loader_images_per_s, bench.train_cfg.batch_size / step
+
+
+def inference_ratio(bench: Bench, images: int, rounds: int) -> float:
+    model = bench.model(False).eval()
+    subset = torch.utils.data.Subset(bench.val_set, range(min(images, len(bench.val_set))))
+    loader = torch.utils.data.DataLoader(subset, batch_size=2, collate_fn=data.collate)
+    held = [[image.to(bench.device) for image in batch] for batch, _ in loader]
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for batch in held:
+                model(batch)
+
+    return interleaved(
+        lambda: evaluate.predict(model, loader, bench.val_set.label_to_category_id, bench.device, progress=False),
+        bare, rounds, bench.device)
+
+
+def fast_path_ratio(bench: Bench, rounds: int, precision: tuple[str, str], channels_last: tuple[bool, bool]) -> float:
+    """Training-step time of the first setting over the second (each on its own copy of the model)."""
+    images, targets = bench.batch()
+    steps = []
+    for p, cl in zip(precision, channels_last):
+        model = bench.model(cl)
+        optimizer = train.build_optimizer(model, bench.train_cfg)
+        scaler = torch.amp.GradScaler("cuda", enabled=p == "fp16")
+        steps.append(lambda m=model, o=optimizer, s=scaler, p=p: train.train_step(m, o, s, images, targets, p))
+    return interleaved(steps[0], steps[1], rounds, bench.device)
+
+
+@entry_point
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m bench.overhead", description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting")
+    parser.add_argument("--rounds", type=int, default=10, help="timed calls of each side, interleaved")
+    parser.add_argument("--iterations", type=int, default=20, help="training-loop iterations")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores torch sees)")
+    args = parser.parse_args(argv)
+    check_backbones([args.backbone])
+    device = check_device(args.device)
+    bench = Bench(args.backbone, args.profile, args.set, device)
+    with pinned_threads(args.threads) as threads:
+        print(f"# {args.backbone}, {args.profile} profile, batch {bench.train_cfg.batch_size}, {device}, "
+              f"{threads} threads, precision {train.resolve_precision(bench.train_cfg.precision, device)}, "
+              f"channels_last {bench.train_cfg.channels_last}", flush=True)
+        print(f"train step ratio: {train_step_ratio(bench, args.rounds):.3f}", flush=True)
+        loop, loader_speed, step_speed = loop_ratio(bench, args.iterations)
+        print(f"training loop ratio: {loop:.3f}  (loader alone {loader_speed:.1f} images/s, "
+              f"bare step {step_speed:.2f} images/s)", flush=True)
+        print(f"inference ratio: {inference_ratio(bench, 16, max(3, args.rounds // 2)):.3f}", flush=True)
+        native = "bf16" if train.native_bf16(device) else "fp32"
+        if native == "bf16":
+            print(f"train step bf16/fp32 time ratio: "
+                  f"{fast_path_ratio(bench, args.rounds, ('bf16', 'fp32'), (False, False)):.3f}", flush=True)
+        print(f"train step channels_last/contiguous time ratio ({native}): "
+              f"{fast_path_ratio(bench, args.rounds, (native, native), (True, False)):.3f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
