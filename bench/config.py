@@ -78,6 +78,8 @@ class TrainConfig:
     # float32; "fp16" uses a gradient scaler (CUDA only). Resolved before config.yaml is written.
     precision: str = field(default="auto", metadata=rule(choices=("auto", "fp32", "bf16", "fp16")))
     channels_last: bool = False
+    compile_backbone: bool = False  # torch.compile of the backbone (the first steps compile it)
+    pin_memory: bool = True  # page-locked batches for faster copies to a GPU (CUDA only)
     checkpoint_every: int = field(default=0, metadata=rule(min=0))  # 0: only at the end
     eval_every: int = field(default=0, metadata=rule(min=0))  # validation AP every N iterations to eval.csv; 0: off
     log_every: int = field(default=20, metadata=rule(min=1))
@@ -97,6 +99,7 @@ class MeasureConfig:
         default=("float32", "bfloat16"), metadata=rule(choices=("float32", "bfloat16"), nonempty=True)
     )
     channels_last: tuple[bool, ...] = field(default=(False, True), metadata=rule(nonempty=True))
+    compile: tuple[bool, ...] = field(default=(False,), metadata=rule(nonempty=True))  # torch.compile the model too
     min_run_time: float = field(default=0.5, metadata=rule(above=0))  # seconds per torch.utils.benchmark block
     repeats: int = field(default=5, metadata=rule(min=1))  # blocks, for median and IQR
     threads: int = field(default=0, metadata=rule(min=0))  # 0: all cores torch sees

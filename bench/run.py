@@ -274,11 +274,14 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
     torch.manual_seed(seed)
     model = detector.build_detector(name, train_set.num_classes, cfg.profile.detector, pretrained_file(cfg, name))
     model.to(device, memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
+    if settings.compile_backbone:
+        model.backbone.body.compile()  # in place: the state dict keeps its names
     torch.manual_seed(seed)  # the same RoI sampling draws for every backbone, whatever its init consumed
     train_set.seed = seed
 
     def make_loader(start: int):
-        return data.build_train_loader(train_set, settings.batch_size, seed, settings.workers, start, rank, world)
+        return data.build_train_loader(train_set, settings.batch_size, seed, settings.workers, start, rank, world,
+                                       pin_memory=settings.pin_memory and device.type == "cuda")
 
     trained = model
     if world > 1:

@@ -12,6 +12,7 @@ random-init: weights change no cost measured here.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -123,12 +124,17 @@ def module_rows(name: str, target: str, flops: FlopCount) -> list[Row]:
 
 
 def latency_row(model: nn.Module, inputs: Any, setting: Setting, cfg: MeasureConfig, threads: int, **row: Any) -> Row:
-    """Time `model(inputs)` in `setting`; the model is moved/converted in place, `inputs` must already be."""
+    """Time `model(inputs)` in `setting`; the model is moved/converted in place (compiled: a copy of
+    it), `inputs` must already be. blocked_autorange's first call, the compilation, is not timed."""
     model.to(setting.device, memory_format=setting.memory_format)
+    if setting.compiled:
+        model = copy.deepcopy(model)
+        model.compile()
     fn = partial(infer, model, inputs, setting.device.type, setting.dtype)
     measurement = time_call(fn, cfg, threads, label=f"{row['backbone']} {row['target']}")
     return on_device(
         setting.device, **row, metric="latency", dtype=setting.dtype, channels_last=setting.channels_last,
+        compiled=setting.compiled,
         batch_size=setting.batch_size, threads=threads, latency_ms_median=measurement.median * 1e3,
         latency_ms_iqr=measurement.iqr * 1e3, latency_blocks=len(measurement.times),
     )

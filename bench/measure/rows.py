@@ -47,6 +47,7 @@ class MeasurementRow:
         "step when the profile trains with AMP."
     )
     channels_last: bool | None = column("Model (and, for the backbone, input) in channels-last memory format.")
+    compiled: bool | None = column("Model compiled with `torch.compile` (compilation excluded from the timing).")
     batch_size: int | None = column("Images per call.")
     input_size: int | None = column(
         "Side of the square input images, in pixels; the detector is built with min/max size equal to "

@@ -35,6 +35,7 @@ class Setting:
     batch_size: int
     dtype: str
     channels_last: bool
+    compiled: bool = False  # torch.compile'd (a copy of the model); its compilation is the warm-up call
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -44,7 +45,8 @@ class Setting:
 def latency_settings(cfg: MeasureConfig, device: torch.device) -> list[Setting]:
     """Every combination of the configured options; the CPU always, the GPU too when asked for."""
     devices = [torch.device("cpu")] + ([device] if device.type == "cuda" else [])
-    return [Setting(*values) for values in itertools.product(devices, cfg.batch_sizes, cfg.dtypes, cfg.channels_last)]
+    combinations = itertools.product(devices, cfg.batch_sizes, cfg.dtypes, cfg.channels_last, cfg.compile)
+    return [Setting(*values) for values in combinations]
 
 
 @contextmanager
