@@ -148,7 +148,7 @@ def _default() -> Profile:
         train=TrainConfig(
             batch_size=4, iterations=200, warmup_iters=20, lr_steps=(2 / 3, 8 / 9), log_every=5, channels_last=True,
         ),
-        measure=MeasureConfig(detection_size=192, batch_sizes=(1,)),
+        measure=MeasureConfig(detection_size=192, batch_sizes=(1,), min_run_time=0.3),
     )
 
 

@@ -4,7 +4,8 @@ Each comparison times detbench's own code against the bare minimum on the same m
 inputs, interleaved round by round so drifting clocks and neighbours hit both alike, and prints
 `<what> ratio: <value>` (detbench over bare; 1.00 = no overhead):
 
-- `train step`: `bench.train.train_step` against forward, loss sum, backward and an SGD step;
+- `train step`: `bench.train.train_step` against forward, loss sum, backward and a step of the
+  same SGD optimizer;
 - `training loop`: `bench.train.train` (data loading, logging, the progress line) per iteration
   against the bare step on one fixed batch; the loader's images/s alone is printed beside it;
 - `inference`: `bench.evaluate.predict` (batches from the loader, conversion to COCO results)
@@ -95,7 +96,7 @@ def train_step_ratio(bench: Bench, rounds: int) -> float:
     images, targets = bench.batch()
     ours = train.build_optimizer(model, bench.train_cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    bare = torch.optim.SGD(model.parameters(), lr=train.scaled_lr(bench.train_cfg), momentum=0.9)
+    bare = train.build_optimizer(model, bench.train_cfg)  # the same SGD (groups, decay): only the harness differs
     dtype = train.AUTOCAST_DTYPES.get(precision)
     return interleaved(lambda: train.train_step(model, ours, scaler, images, targets, precision),
                        lambda: bare_step(model, bare, images, targets, dtype), rounds, bench.device)
@@ -108,10 +109,12 @@ def loop_ratio(bench: Bench, iterations: int) -> tuple[float, float, float]:
     cfg = dataclasses.replace(bench.train_cfg, iterations=iterations, log_every=1, checkpoint_every=0)
     with tempfile.TemporaryDirectory() as out:
         train.train(model, bench.loader, cfg, Path(out), bench.device, progress=True, desc="overhead loop")
-        rows = (Path(out) / train.LOSS_FILE).read_text().splitlines()
-    loop = float(rows[-1].split(",")[-1]) / iterations  # elapsed_s at the last iteration, before the final save
+        rows = (Path(out) / train.LOSS_FILE).read_text().splitlines()[1:]
+    # elapsed_s from the first iteration's end to the last's: the first (one-time set-up) and the final
+    # checkpoint save are not per-iteration costs
+    loop = (float(rows[-1].split(",")[-1]) - float(rows[0].split(",")[-1])) / (iterations - 1)
     images, targets = bench.batch()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    optimizer = train.build_optimizer(model, bench.train_cfg)
     dtype = train.AUTOCAST_DTYPES.get(precision)
     step_times = []
     for _ in range(max(3, iterations // 2)):
@@ -163,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting")
-    parser.add_argument("--rounds", type=int, default=10, help="timed calls of each side, interleaved")
-    parser.add_argument("--iterations", type=int, default=20, help="training-loop iterations")
+    parser.add_argument("--rounds", type=int, default=20, help="timed calls of each side, interleaved")
+    parser.add_argument("--iterations", type=int, default=30, help="training-loop iterations (at least 2)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores torch sees)")
     args = parser.parse_args(argv)
     check_backbones([args.backbone])
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{fast_path_ratio(bench, args.rounds, ('bf16', 'fp32'), (False, False)):.3f}", flush=True)
         print(f"train step channels_last/contiguous time ratio ({native}): "
               f"{fast_path_ratio(bench, args.rounds, (native, native), (True, False)):.3f}", flush=True)
+        if device.type == "cuda":
+            print(f"peak CUDA memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB", flush=True)
     return 0
 
 

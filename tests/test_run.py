@@ -47,6 +47,7 @@ def test_config_yaml_repeats_the_run(smoke_run: Path) -> None:
     assert saved.backbones == ["detnet59", "resnet50"]
     expected = get_profile("smoke")
     expected.seeds = [0, 1]
+    expected.train.eval_every = 1  # the fixture's --set
     expected.train.precision = train.resolve_precision("auto", torch.device("cpu"))  # recorded resolved
     assert saved.profile == expected
     assert saved.data.synthetic

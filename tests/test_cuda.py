@@ -1,0 +1,44 @@
+"""The CUDA code paths: mixed precision, channels-last, memory statistics (skipped without a GPU).
+
+scripts/gpu_figures.sh runs this file on a GPU machine; nothing here needs pycocotools.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.config import get_profile
+from bench.detector import build_detector
+from bench.measure import random_batch
+from bench.measure.memory import peak_memory
+from bench.train import build_optimizer, resolve_precision, train_step
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICE = torch.device("cuda")
+
+
+@pytest.mark.parametrize("precision, channels_last", [("fp32", False), ("bf16", True), ("fp16", False)])
+def test_training_step_on_cuda(precision: str, channels_last: bool) -> None:
+    profile = get_profile("smoke")
+    model = build_detector("detnet59", 4, profile.detector).to(DEVICE).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, profile.train)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    images, targets = random_batch(2, 128, 4, DEVICE)
+    before = model.rpn.head.conv[0][0].weight.detach().clone()
+    loss, losses = train_step(model, optimizer, scaler, images, targets, precision)
+    assert torch.isfinite(loss) and set(losses) >= {"loss_classifier", "loss_objectness"}
+    assert not torch.equal(before, model.rpn.head.conv[0][0].weight)  # the step updated the weights
+
+
+def test_auto_precision_is_bf16_where_native() -> None:
+    expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    assert resolve_precision("auto", DEVICE) == expected
+
+
+def test_cuda_peak_memory_is_measured() -> None:
+    model = build_detector("resnet50", 4, get_profile("smoke").detector).to(DEVICE).eval()
+    with torch.inference_mode():
+        memory = peak_memory(lambda: model([torch.rand(3, 128, 128, device=DEVICE)]), DEVICE)
+    assert memory["peak_mem_mb"] > 0 and memory["reserved_mem_mb"] >= memory["peak_mem_mb"]
