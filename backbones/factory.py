@@ -33,16 +33,22 @@ class BackboneError(ValueError):
     """A model that is not registered or cannot give the detector a feature pyramid; one line saying why."""
 
 
-def create_backbone(name: str, pretrained_file: str | Path | None = None) -> nn.Module:
+def create_backbone(name: str, pretrained_file: str | Path | None = None, zero_init_last: bool = True) -> nn.Module:
     """Build `name` (random init, or weights from a local file) and return its stride >= 4 features.
 
     The result is timm's own feature extractor for the model (`features_only=True`), so any
     timm architecture works; weights are checked strictly against the full model first,
-    because timm's feature-extractor loading tolerates missing keys.
+    because timm's feature-extractor loading tolerates missing keys. `zero_init_last=False` asks
+    a residual model to start its blocks' last norm at 1 instead of timm's 0; it is passed only
+    then, so models without that option build as they are by default.
     """
     if not timm.is_model(name):
         raise BackboneError(f"unknown backbone {name!r}; registered detection backbones: {', '.join(SUPPORTED_BACKBONES)}")
-    model = timm.create_model(name)
+    init = {} if zero_init_last else {"zero_init_last": False}
+    try:
+        model = timm.create_model(name, **init)
+    except TypeError:
+        raise BackboneError(f"backbone {name!r} has no zero_init_last option; leave detector.zero_init_last true") from None
     out_indices = pyramid_indices(name, model)
     overlay = {}
     if pretrained_file is not None:
@@ -50,7 +56,7 @@ def create_backbone(name: str, pretrained_file: str | Path | None = None) -> nn.
     try:
         return timm.create_model(
             name, features_only=True, out_indices=out_indices,
-            pretrained=pretrained_file is not None, pretrained_cfg_overlay=overlay,
+            pretrained=pretrained_file is not None, pretrained_cfg_overlay=overlay, **init,
         )
     except (RuntimeError, ValueError, TypeError, AttributeError, NotImplementedError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -52,6 +52,10 @@ class DetectorConfig:
     # "auto": frozen BatchNorm and stem when ImageNet weights are loaded (paper Table 1),
     # trainable BatchNorm from scratch (paper Table 2). Or force "frozen" / "batch".
     norm: str = field(default="auto", metadata=rule(choices=("auto", "frozen", "batch")))
+    # timm starts every residual block as the identity (its last BatchNorm scale at 0, Goyal et al.
+    # 2017); false starts that scale at 1, as torchvision's and detectron2's ResNets do. Only for
+    # random init: loaded weights overwrite it.
+    zero_init_last: bool = True
 
 
 @dataclass

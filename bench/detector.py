@@ -96,7 +96,7 @@ def build_detector(
     pretrained_file: str | Path | None = None,
 ) -> FasterRCNN:
     """Faster R-CNN + FPN on `backbone`; `num_classes` includes the background."""
-    body = create_backbone(backbone, pretrained_file)
+    body = create_backbone(backbone, pretrained_file, zero_init_last=cfg.zero_init_last)
     if resolve_norm(cfg, pretrained_file is not None) == "frozen":
         body = freeze_batch_norm_2d(body)
         freeze_stem(body)

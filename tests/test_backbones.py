@@ -107,6 +107,23 @@ def test_create_backbone_same_interface(name: str, channels: list[int], strides:
     assert [64 // m.shape[-1] for m in maps] == strides
 
 
+@pytest.mark.parametrize("name", ["detnet59", "resnet50"])
+def test_zero_init_last_is_a_choice(name: str) -> None:
+    """timm's default starts every block's last BatchNorm scale at 0 (an identity block); the option starts it at 1."""
+    def last_scales(features: nn.Module) -> set[float]:
+        blocks = [m for m in features.modules() if isinstance(m, Bottleneck)]
+        assert len(blocks) >= 16
+        return {value for m in blocks for value in m.bn3.weight.unique().tolist()}
+
+    assert last_scales(create_backbone(name)) == {0.0}
+    assert last_scales(create_backbone(name, zero_init_last=False)) == {1.0}
+
+
+def test_zero_init_last_refused_where_the_model_has_no_such_option() -> None:
+    with pytest.raises(backbones.BackboneError, match="convnext_atto.*no zero_init_last option"):
+        create_backbone("convnext_atto", zero_init_last=False)
+
+
 def test_unknown_backbone() -> None:
     with pytest.raises(ValueError, match="unknown backbone 'detnet99'"):
         create_backbone("detnet99")

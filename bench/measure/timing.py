@@ -6,6 +6,8 @@ over a few steps.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import logging
 from collections.abc import Callable, Iterator
@@ -18,10 +20,12 @@ import torch.nn as nn
 
 from ..config import MeasureConfig
 
-# torch.utils.benchmark imports torch.utils.cpp_extension, which warns "No CUDA runtime is
-# found" on a CUDA build of torch without a GPU; nothing here compiles C++, so that is noise.
+# torch.utils.benchmark imports torch.utils.cpp_extension, which says "No CUDA runtime is
+# found" on a CUDA build of torch without a GPU (a log warning, or in older releases such as
+# 2.4 a print to stderr); nothing here compiles C++, and that line would break one-line errors.
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-import torch.utils.benchmark as benchmark  # noqa: E402
+with contextlib.redirect_stderr(io.StringIO()):
+    import torch.utils.benchmark as benchmark
 
 DTYPES = ("float32", "bfloat16")
 TRAIN_STEPS = 3  # timed, after one warm-up step
