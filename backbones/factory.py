@@ -48,6 +48,8 @@ def create_backbone(name: str, pretrained_file: str | Path | None = None, zero_i
     try:
         model = timm.create_model(name, **init)
     except TypeError:
+        if not init:
+            raise
         raise BackboneError(f"backbone {name!r} has no zero_init_last option; leave detector.zero_init_last true") from None
     out_indices = pyramid_indices(name, model)
     overlay = {}

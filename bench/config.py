@@ -107,6 +107,8 @@ class MeasureConfig:
     min_run_time: float = field(default=0.5, metadata=rule(above=0))  # seconds per torch.utils.benchmark block
     repeats: int = field(default=5, metadata=rule(min=1))  # blocks, for median and IQR
     threads: int = field(default=0, metadata=rule(min=0))  # 0: all cores torch sees
+    # With --device cuda, time every setting on the CPU too (for CPU/GPU comparisons); off for GPU-only figures.
+    cpu: bool = True
 
 
 @dataclass

@@ -82,7 +82,8 @@ class Bench:
         return model.to(self.device, memory_format=fmt).train()
 
     def loader(self, start: int = 0):
-        return data.build_train_loader(self.dataset, self.train_cfg.batch_size, 0, self.train_cfg.workers, start)
+        return data.build_train_loader(self.dataset, self.train_cfg.batch_size, 0, self.train_cfg.workers, start,
+                                       pin_memory=self.train_cfg.pin_memory and self.device.type == "cuda")
 
     def batch(self) -> tuple[list, list]:
         images, targets = next(iter(self.loader()))
@@ -170,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=30, help="training-loop iterations (at least 2)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores torch sees)")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.iterations < 2:
+        parser.error("--rounds must be >= 1 and --iterations >= 2")
     check_backbones([args.backbone])
     device = check_device(args.device)
     bench = Bench(args.backbone, args.profile, args.set, device)
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train step channels_last/contiguous time ratio ({native}): "
               f"{fast_path_ratio(bench, args.rounds, (native, native), (True, False)):.3f}", flush=True)
         if device.type == "cuda":
-            print(f"peak CUDA memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB", flush=True)
+            print(f"peak CUDA memory of this process (up to two models at once): "
+                  f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB", flush=True)
     return 0
 
 

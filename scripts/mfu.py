@@ -4,22 +4,28 @@
 
 MFU = the backbone's FLOPs per image (FlopCounterMode, 2 per multiply-add, from
 flops_by_module.csv's `backbone.body` at the detector's input size) x batch / median latency /
-the card's dense bfloat16 peak (the vendor's figure, below; sparsity not counted).
+the card's dense bfloat16 peak (the vendor's figure, below; sparsity not counted). Only the
+bfloat16 rows: a float32 row against the bf16 peak would understate its card.
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 # Dense bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets.
-PEAK_BF16 = {"H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12,
-             "A100": 312e12, "L40S": 362e12, "L4": 121e12}
+PEAK_BF16 = {"H200": 989e12, "H200 NVL": 835e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12,
+             "H100 NVL": 835e12, "A100": 312e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12}
 
 
 def peak(device_name: str) -> float | None:
-    return next((value for key, value in PEAK_BF16.items() if key in device_name), None)
+    """The peak of the longest card name found as whole words in `device_name` ("NVIDIA L40" is not an L4)."""
+    for key in sorted(PEAK_BF16, key=len, reverse=True):
+        if re.search(rf"(?<!\w){re.escape(key)}(?!\w)", device_name):
+            return PEAK_BF16[key]
+    return None
 
 
 def main(folder: str) -> int:
@@ -27,7 +33,8 @@ def main(folder: str) -> int:
     rows = pd.read_csv(folder / "measurements.csv")
     flops = pd.read_csv(folder / "flops_by_module.csv")
     body = flops[(flops["target"] == "detector") & (flops["module"] == "backbone.body")].set_index("backbone")["gflops"]
-    timed = rows[(rows["target"] == "backbone") & (rows["metric"] == "latency") & (rows["device"] == "cuda")]
+    timed = rows[(rows["target"] == "backbone") & (rows["metric"] == "latency") & (rows["device"] == "cuda")
+                 & (rows["dtype"] == "bfloat16")]
     print("| backbone | dtype | channels_last | compiled | batch | latency ms | TFLOP/s | MFU (bf16 peak) |")
     print("|---|---|---|---|---:|---:|---:|---:|")
     for row in timed.itertuples():

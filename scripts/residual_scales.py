@@ -21,12 +21,13 @@ BLOCK_SCALE = re.compile(r"^backbone\.body\.layer\d+\.\d+\.bn3\.weight$")
 SHORTCUT_SCALE = re.compile(r"^backbone\.body\.layer\d+\.0\.downsample\.1\.weight$")
 
 
-def scales(checkpoint: Path) -> dict[str, float]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+def scales(checkpoint: Path) -> dict[str, float] | None:
+    """The block-end and shortcut scales of one checkpoint; None for a backbone without ResNet-style blocks."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["model"]
     blocks = [value.abs() for key, value in state.items() if BLOCK_SCALE.match(key)]
     shortcuts = [value.abs().mean().item() for key, value in state.items() if SHORTCUT_SCALE.match(key)]
     if not blocks:
-        raise SystemExit(f"error: {checkpoint} has no ResNet-style blocks (backbone.body.layer*.*.bn3)")
+        return None
     means = [value.mean().item() for value in blocks]
     return {"blocks": len(blocks), "block_mean_min": min(means), "block_mean_max": max(means),
             "block_max": max(value.max().item() for value in blocks),
@@ -43,6 +44,9 @@ def main(run_dir: str) -> int:
     for checkpoint in checkpoints:
         row = scales(checkpoint)
         seed = checkpoint.parent.parent.name.removeprefix("seed")
+        if row is None:
+            print(f"| {checkpoint.parent.name} | {seed} | 0 | no ResNet-style blocks (backbone.body.layer*.*.bn3) | – | – |")
+            continue
         print(f"| {checkpoint.parent.name} | {seed} | {row['blocks']} | {row['block_mean_min']:.4f}-{row['block_mean_max']:.4f} "
               f"| {row['block_max']:.4f} | {row['shortcut_mean']:.4f} |")
     return 0

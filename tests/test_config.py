@@ -42,7 +42,8 @@ def test_bad_override_is_one_clear_error(override: str, message: str) -> None:
 
 def test_config_yaml_round_trips(tmp_path: Path) -> None:
     cfg = configure.build("default", options={"profile.seeds": [3, 4], "backbones": ["resnet50"]},
-                          overrides=["train.iterations=7"])
+                          overrides=["train.iterations=7", "detector.zero_init_last=false"])
+    assert cfg.profile.detector.zero_init_last is False
     path = tmp_path / "config.yaml"
     path.write_text(configure.to_yaml(cfg))
     assert configure.build(file=path) == cfg

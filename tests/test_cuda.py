@@ -24,7 +24,8 @@ def test_training_step_on_cuda(precision: str, channels_last: bool) -> None:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, profile.train)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    # a small initial scale, so that a random detector's first fp16 step does not overflow and get skipped
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0**8, enabled=precision == "fp16")
     images, targets = random_batch(2, 128, 4, DEVICE)
     before = model.rpn.head.conv[0][0].weight.detach().clone()
     loss, losses = train_step(model, optimizer, scaler, images, targets, precision)
@@ -32,8 +33,9 @@ def test_training_step_on_cuda(precision: str, channels_last: bool) -> None:
     assert not torch.equal(before, model.rpn.head.conv[0][0].weight)  # the step updated the weights
 
 
-def test_auto_precision_is_bf16_where_native() -> None:
-    expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+def test_auto_precision_is_bf16_from_ampere_on() -> None:
+    """bf16 tensor cores arrived with compute capability 8.0 (A100); before that, auto means fp32."""
+    expected = "bf16" if torch.cuda.get_device_capability(DEVICE)[0] >= 8 else "fp32"
     assert resolve_precision("auto", DEVICE) == expected
 
 
@@ -41,4 +43,5 @@ def test_cuda_peak_memory_is_measured() -> None:
     model = build_detector("resnet50", 4, get_profile("smoke").detector).to(DEVICE).eval()
     with torch.inference_mode():
         memory = peak_memory(lambda: model([torch.rand(3, 128, 128, device=DEVICE)]), DEVICE)
-    assert memory["peak_mem_mb"] > 0 and memory["reserved_mem_mb"] >= memory["peak_mem_mb"]
+    # a 128 px ResNet-50 detector's weights alone are about 160 MB in float32
+    assert 100 < memory["peak_mem_mb"] < 8000

@@ -24,6 +24,7 @@ from bench.measure import (
 )
 from bench.measure.__main__ import main
 from bench.measure.rows import MeasurementRow, ModuleRow, column_names
+from bench.measure.timing import latency_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESNET50_GMACS = 4.09  # timm / torchvision model cards, 224 x 224
@@ -165,3 +166,13 @@ def test_cli_never_overwrites_earlier_results(tmp_path, capsys):
 def test_cli_cuda_without_a_gpu_is_an_error(tmp_path, capsys):
     assert main(["--backbones", "resnet50", "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+@pytest.mark.parametrize("device, cpu, devices", [
+    ("cpu", True, {"cpu"}), ("cuda", True, {"cpu", "cuda"}), ("cuda", False, {"cuda"}),
+])
+def test_latency_settings_time_the_cpu_unless_told_not_to_on_a_gpu(device: str, cpu: bool, devices: set[str]) -> None:
+    cfg = replace(get_profile("smoke").measure, batch_sizes=(1, 2), dtypes=("float32",), channels_last=(False, True), cpu=cpu)
+    settings = latency_settings(cfg, torch.device(device))
+    assert {s.device.type for s in settings} == devices
+    assert len(settings) == 4 * len(devices)

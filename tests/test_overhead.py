@@ -15,3 +15,8 @@ def test_overhead_prints_one_ratio_per_comparison(capsys, tmp_path, monkeypatch)
     assert {"train step", "training loop", "inference"} <= set(ratios)
     assert all(value > 0 for value in ratios.values())
     assert any("images/s" in line for line in lines if line.startswith("training loop ratio"))
+
+
+def test_too_few_iterations_is_one_error_line(capsys) -> None:
+    assert main(["--iterations", "1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --rounds must be >= 1 and --iterations >= 2"

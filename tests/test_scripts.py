@@ -1,11 +1,13 @@
 """The analysis scripts under scripts/ read what the library writes."""
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -30,3 +32,26 @@ def test_residual_scales_refuses_a_folder_without_checkpoints(tmp_path: Path) ->
     done = subprocess.run([sys.executable, "scripts/residual_scales.py", str(tmp_path)], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip() == f"error: no seed*/<backbone>/checkpoint.pth under {tmp_path}"
+
+
+def test_mfu_divides_achieved_flops_by_the_cards_bf16_peak(tmp_path: Path) -> None:
+    """100 GFLOPs per image, batch 2, 1 ms: 200 TFLOP/s, 20.2% of an H100 SXM's 989; float32 rows are left out."""
+    pd.DataFrame([{"backbone": "resnet50", "target": "detector", "module": "backbone.body", "gflops": 100.0}]).to_csv(
+        tmp_path / "flops_by_module.csv", index=False)
+    row = {"backbone": "resnet50", "target": "backbone", "metric": "latency", "device": "cuda",
+           "device_name": "NVIDIA H100 80GB HBM3", "channels_last": True, "compiled": False, "batch_size": 2,
+           "latency_ms_median": 1.0}
+    pd.DataFrame([{**row, "dtype": "bfloat16"}, {**row, "dtype": "float32"}]).to_csv(
+        tmp_path / "measurements.csv", index=False)
+    done = subprocess.run([sys.executable, "scripts/mfu.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.splitlines()[2:] == ["| resnet50 | bfloat16 | True | False | 2 | 1.00 | 200.0 | 20.2% |"]
+
+
+@pytest.mark.parametrize("name, peak", [("NVIDIA L40", 181e12), ("NVIDIA L4", 121e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+                                        ("NVIDIA H200 NVL", 835e12), ("NVIDIA GeForce RTX 4090", None)])
+def test_mfu_knows_a_card_by_its_whole_name(name: str, peak: float | None) -> None:
+    spec = importlib.util.spec_from_file_location("mfu", ROOT / "scripts" / "mfu.py")
+    mfu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mfu)
+    assert mfu.peak(name) == peak

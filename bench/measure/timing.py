@@ -47,8 +47,10 @@ class Setting:
 
 
 def latency_settings(cfg: MeasureConfig, device: torch.device) -> list[Setting]:
-    """Every combination of the configured options; the CPU always, the GPU too when asked for."""
-    devices = [torch.device("cpu")] + ([device] if device.type == "cuda" else [])
+    """Every combination of the configured options: on the CPU, and on the GPU too when asked for
+    (then the CPU only if `cfg.cpu`)."""
+    devices = [device] if device.type == "cuda" and not cfg.cpu else \
+        [torch.device("cpu")] + ([device] if device.type == "cuda" else [])
     combinations = itertools.product(devices, cfg.batch_sizes, cfg.dtypes, cfg.channels_last, cfg.compile)
     return [Setting(*values) for values in combinations]
 
