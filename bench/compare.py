@@ -42,6 +42,11 @@ def check_comparable(configs: dict[Path, dict[str, Any]]) -> None:
     for path, config in others:
         changed = configure.first_difference(comparable_view(first), comparable_view(config))
         if changed:
+            unrecorded = [p for p, c in ((first_path, first), (path, config)) if not configure.is_recorded(comparable_view(c), changed)]
+            if unrecorded:
+                raise UsageError(f"{path} is not comparable with {first_path}: {changed} is not recorded in "
+                                 f"{unrecorded[0]}/config.yaml (written by an older detbench), so it cannot be shown "
+                                 "to match; rerun that part with this version")
             mine, theirs = _lookup(comparable_view(first), changed), _lookup(comparable_view(config), changed)
             raise UsageError(f"{path} is not comparable with {first_path}: {changed} differs "
                              f"({theirs!r} vs {mine!r}); only seeds, backbones and measurement may differ")

@@ -157,6 +157,15 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg))
 
 
+def is_recorded(values: dict[str, Any], dotted: str) -> bool:
+    """Whether nested config dicts hold the dotted setting: one an older detbench wrote may lack a newer one."""
+    for key in dotted.split("."):
+        if not isinstance(values, dict) or key not in values:
+            return False
+        values = values[key]
+    return True
+
+
 def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     """The dotted name of the first setting that differs between two config dicts, or None."""
     if isinstance(a, dict) and isinstance(b, dict):

@@ -167,6 +167,9 @@ def check_resume(cfg: RunConfig, run_dir: Path) -> None:
     for path in sorted(run_dir.glob(f"seed*/*/{checkpoint.CHECKPOINT_FILE}")):
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config")
         changed = configure.first_difference(saved, configure.to_dict(cfg)) if saved else None
+        if changed and not configure.is_recorded(saved, changed):
+            raise UsageError(f"{path} was saved by an older detbench that did not record {changed}; finish the run "
+                             "with that version, or start a new run with --config")
         if changed:
             raise UsageError(f"{run_dir / CONFIG_FILE}: setting {changed} changed since {path} was saved; "
                              "restore it, or start a new run with --config")

@@ -50,3 +50,13 @@ def test_the_same_seed_twice_is_refused(smoke_run: Path, tmp_path: Path, capsys)
     a, b = _one_seed(smoke_run, 0, tmp_path / "a"), _one_seed(smoke_run, 0, tmp_path / "b")
     assert main([str(a), str(b), "--out", str(tmp_path / "merged")]) == 2
     assert "with seed 0 is in both" in capsys.readouterr().err
+
+
+def test_a_setting_an_older_run_did_not_record_is_named(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    a, b = _one_seed(smoke_run, 0, tmp_path / "a"), _one_seed(smoke_run, 1, tmp_path / "b")
+    config = yaml.safe_load((b / "config.yaml").read_text())
+    del config["profile"]["detector"]["zero_init_last"]  # as a detbench before that setting wrote it
+    (b / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main([str(a), str(b), "--out", str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"profile.detector.zero_init_last is not recorded in {b}/config.yaml" in err

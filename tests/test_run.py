@@ -142,6 +142,19 @@ def test_resume_refuses_a_changed_config(tmp_path: Path, smoke_run: Path, capsys
     assert "--set would change it" in capsys.readouterr().err
 
 
+def test_resume_names_a_setting_an_older_checkpoint_did_not_record(tmp_path: Path, smoke_run: Path, capsys) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    path = run / "seed0" / "detnet59" / "checkpoint.pth"
+    state = torch.load(path, weights_only=True)
+    del state["config"]["profile"]["detector"]["zero_init_last"]  # as a detbench before that setting saved it
+    torch.save(state, path)
+    assert main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {path} was saved by an older detbench that did not record profile.detector.zero_init_last; " \
+                  "finish the run with that version, or start a new run with --config\n"
+
+
 def test_a_diverging_backbone_is_reported_and_the_others_go_on(tmp_path: Path, smoke_cache: Path, capsys) -> None:
     out = tmp_path / "run"
     argv = ["--profile", "smoke", "--backbones", "detnet59,resnet50", "--out", str(out), "--cache-dir", str(smoke_cache),
