@@ -359,7 +359,8 @@ def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split], device: torch.device,
-            progress: bool, resume: bool, stop: train.StopRequest) -> None:
+            progress: bool, resume: bool, stop: train.StopRequest) -> str:
+    """Train, evaluate and measure every backbone and seed, write the report; return the summary to print."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     train_split, val_split = splits
     datasets = (
@@ -401,9 +402,11 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
         images = [datasets[1][i][0] for i in range(min(TIMED_VAL_IMAGES, len(datasets[1])))]
         measure.measure(cfg.backbones, cfg.profile, device, run_dir, datasets[1].num_classes, progress=progress,
                         weights=weights, trained={name: (models[0], images) for name, models in trained.items()})
-        report.write_report(run_dir)
+        finished = report.load_run(run_dir)  # one bootstrap for the report and the summary
+        report.write_report(finished)
     if world > 1:
         dist.destroy_process_group()
+    return report.summary(finished) if rank == 0 else ""
 
 
 @entry_point
@@ -417,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     status("running")
     try:
         with train.StopRequest() as stop:
-            execute(cfg, run_dir, splits, device, progress=not args.no_progress, resume=bool(args.resume), stop=stop)
+            summary = execute(cfg, run_dir, splits, device, progress=not args.no_progress, resume=bool(args.resume),
+                              stop=stop)
     except (train.TrainingStopped, KeyboardInterrupt) as err:
         status("interrupted", str(err) or "KeyboardInterrupt", resume=resume_hint)
         print(f"\ninterrupted: {str(err) or 'Ctrl-C'}; results so far are in {run_dir}; `{resume_hint}` goes on",
@@ -432,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     status("finished")
     if is_main:
         minutes = (time.perf_counter() - start) / 60
-        print(f"\n{report.summary(run_dir)}\n")
+        print(f"\n{summary}\n")
         print(f"{cfg.profile.name} profile, {len(cfg.backbones)} backbone(s) x {len(cfg.profile.seeds)} seed(s), "
               f"{minutes:.1f} min; report: {run_dir / 'report.md'}")
     return 0

@@ -97,17 +97,19 @@ def context(run: Run, tables: dict[str, Table], figures: dict[str, Figure]) -> d
     }
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Render tables/, plots/, report.md and report.html from the run folder's files; return report.md's path."""
-    run = load_run(run_dir)
+def write_report(run_dir: str | Path | Run) -> Path:
+    """Render tables/, plots/, report.md and report.html from the run folder's files; return report.md's path.
+
+    A loaded `Run` may be passed instead of its folder, to share its bootstrap with `summary`."""
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     tables = build_tables(run)
     figures = build_plots(run)
     return write_outputs(run.path, context(run, tables, figures), tables, figures)
 
 
-def summary(run_dir: str | Path) -> str:
+def summary(run_dir: str | Path | Run) -> str:
     """What a finished run prints: the verdict sentences and the accuracy table."""
-    run = load_run(run_dir)
+    run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     table = accuracy.accuracy_table(run)
     lines = verdicts(run) or ["no pair of backbones finished: no verdict"]
     return "\n".join(lines) + ("" if table is None else f"\n\n{table.title}\n\n{table.to_markdown()}")
