@@ -271,10 +271,7 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
     model = detector.build_detector(name, train_set.num_classes, cfg.profile.detector, pretrained_file(cfg, name))
     model.to(device, memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
     if settings.compile_backbone:
-        # dynamo's recompile limit counts per code object, which every backbone and seed shares: without a
-        # reset, later ones would silently run eager
-        torch.compiler.reset()
-        model.backbone.body.compile()  # in place: the state dict keeps its names
+        train.compile_backbone(model)
     torch.manual_seed(seed)  # the same RoI sampling draws for every backbone, whatever its init consumed
     train_set.seed = seed
 

@@ -129,6 +129,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def compile_backbone(model: nn.Module, backend: str | Callable = "inductor") -> None:
+    """torch.compile of the detector's backbone, in place (the state dict keeps its names), after a reset:
+    dynamo's recompile limit counts per code object, which every backbone and seed shares, so without
+    the reset later backbones and seeds would silently run eager."""
+    torch.compiler.reset()
+    model.backbone.body.compile(backend=backend)
+
+
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
