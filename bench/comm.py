@@ -9,6 +9,7 @@ that fails because another process died becomes `RankLost`, one line, instead of
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -125,5 +126,7 @@ def _collective(call, *args: Any, **kwargs: Any) -> Any:
     try:
         return call(*args, **kwargs)
     except (RuntimeError, dist.DistError) as err:
-        detail = " ".join(str(err).split())[:200]
-        raise RankLost(f"rank {rank()} lost another process of the job ({detail})") from err
+        detail = re.sub(r"\[\S*:\d+\]\s*", "", " ".join(str(err).split())).split(". ")[0][:160]
+        me, world = rank(), world_size()
+        lost = f"rank {1 - me}" if world == 2 else "another process"  # torchrun's summary names it in any case
+        raise RankLost(f"rank {me} of {world} lost {lost} of the job ({detail})") from err

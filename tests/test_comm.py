@@ -3,6 +3,7 @@ step, a lost peer as one line; checkpoints keep every rank's RNG states."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -79,9 +80,50 @@ def test_a_failed_collective_is_a_lost_rank(fake_world: list, monkeypatch: pytes
 
     monkeypatch.setattr(comm.dist, "get_backend", lambda group=None: "gloo")
     monkeypatch.setattr(comm.dist, "all_reduce", peer_gone)
-    with pytest.raises(comm.RankLost, match="rank 1 lost another process") as caught:
+    with pytest.raises(comm.RankLost) as caught:
         comm.agree(stop=False, failure=0)
-    assert "\n" not in str(caught.value)
+    assert str(caught.value) == "rank 1 of 2 lost rank 0 of the job (Read error [127.0.0.1]:4242: Connection reset by peer)"
+
+
+def test_a_lost_rank_is_one_line_and_exit_status_75(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                    smoke_cache: Path, capsys: pytest.CaptureFixture) -> None:
+    from bench import run
+
+    def lost(*args, **kwargs):
+        raise comm.RankLost("rank 0 of 2 lost rank 1 of the job (Connection reset by peer)")
+
+    monkeypatch.setattr(run, "execute", lost)
+    code = run.main(["--profile", "smoke", "--backbones", "resnet50", "--cache-dir", str(smoke_cache),
+                     "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 75
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: rank 0 of 2 lost rank 1 of the job (Connection reset by peer); ")
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "failed"
+
+
+def test_compile_with_syncbatchnorm_is_refused_before_any_work(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    """From scratch on 2 GPUs BatchNorm becomes SyncBatchNorm, which torch.compile does not handle."""
+    from bench import run
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(run, "check_device", torch.device)  # pretend the machine has GPUs
+    argv = ["--profile", "smoke", "--backbones", "resnet50", "--device", "cuda", "--out", str(tmp_path / "run"),
+            "--set", "train.compile_backbone=true", "--no-progress"]
+    assert run.main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: train.compile_backbone with resnet50's BatchNorm trained on 2 GPUs (SyncBatchNorm) is not supported "
+        "by torch.compile; set train.compile_backbone=false, or detector.norm=frozen"]
+    assert not (tmp_path / "run").exists()
+    class PastTheCheck(Exception):
+        pass
+
+    def started(*args):
+        raise PastTheCheck
+
+    monkeypatch.setattr(run.comm, "init", started)  # frozen norm: allowed, on to the process group
+    with pytest.raises(PastTheCheck):
+        run.main([*argv, "--set", "detector.norm=frozen"])
 
 
 def test_every_rank_names_the_same_diverged_rank_and_term() -> None:
