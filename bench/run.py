@@ -412,8 +412,14 @@ def main(argv: list[str] | None = None) -> int:
     status("running")
     try:
         with train.StopRequest() as stop:
-            summary = execute(cfg, run_dir, splits, device, progress=not args.no_progress, resume=bool(args.resume),
-                              stop=stop)
+            try:
+                summary = execute(cfg, run_dir, splits, device, progress=not args.no_progress,
+                                  resume=bool(args.resume), stop=stop)
+            except comm.RankLost as err:  # handled while torchrun's SIGTERM to the survivors only sets a flag
+                status("failed", str(err), resume=resume_hint)
+                print(f"error: {err}; the last checkpoint is kept; under torchrun `{resume_hint}` goes on",
+                      file=sys.stderr, flush=True)
+                return RANK_LOST
     except (train.TrainingStopped, KeyboardInterrupt) as err:
         status("interrupted", str(err) or "KeyboardInterrupt", resume=resume_hint)
         print(f"\ninterrupted: {str(err) or 'Ctrl-C'}; results so far are in {run_dir}; `{resume_hint}` goes on",
@@ -422,10 +428,6 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         status("failed", str(err), resume=resume_hint)
         raise
-    except comm.RankLost as err:  # another process died: its own error, if any, is in torchrun's summary
-        status("failed", str(err), resume=resume_hint)
-        print(f"error: {err}; the last checkpoint is kept; under torchrun `{resume_hint}` goes on", file=sys.stderr)
-        return RANK_LOST
     except BaseException as err:
         status("failed", f"{type(err).__name__}: {err}", resume=resume_hint)
         raise
