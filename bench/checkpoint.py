@@ -2,7 +2,8 @@
 
 The data pipeline keeps no state to save (batches and flips are functions of seed, epoch and
 index), so the iteration count is the sampler's position. What the model draws at random
-(anchor and RoI sampling) comes from the global generators, saved here. Checkpoints hold
+(anchor and RoI sampling) comes from the global generators, saved here for every process of a
+torchrun job (each draws its own samples), so that rank r resumes from its own. Checkpoints hold
 tensors and plain values only and load with `weights_only=True`: no pickled code runs.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import comm
 from .files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pth"
@@ -51,14 +53,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save(path: Path, iteration: int, model: nn.Module, optimizer: torch.optim.Optimizer,
          scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
          config: dict[str, Any], extra: dict[str, Any]) -> None:
-    """Everything training needs to go on from `iteration`, written atomically."""
+    """Everything training needs to go on from `iteration`, written atomically by rank 0; every process
+    calls it, since each gives its RNG states."""
+    rng = comm.gather_object(rng_state())
+    if rng is None:
+        return
     state = {
         "iteration": iteration,
         "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
-        "rng": rng_state(),
+        "rng": rng,  # one entry per rank
         "config": config,  # the run's settings, so --resume can refuse a changed config.yaml
         **extra,
     }
@@ -71,10 +77,13 @@ def load(path: Path) -> dict[str, Any]:
 
 def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> int:
-    """Put a `save`d state back, RNGs included; returns the iterations it had done."""
+    """Put a `save`d state back, this process's RNGs included; returns the iterations it had done.
+
+    A checkpoint from before per-rank states holds one (rank 0's), and every process gets it."""
     unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
+    states = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    set_rng_state(states[comm.rank()] if comm.rank() < len(states) else states[0])
     return int(state["iteration"])

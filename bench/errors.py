@@ -24,3 +24,7 @@ class DataError(UserError):
 
 class ReportError(UserError):
     """A folder that is not a run folder, or a run file that cannot be read."""
+
+
+# Exit status of a process of a torchrun job that lost another one (EX_TEMPFAIL: `--resume` goes on).
+RANK_LOST = 75

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from pycocotools.coco import COCO
 
-from . import checkpoint, configure, data, detector, evaluate, report
+from . import checkpoint, comm, configure, data, detector, evaluate, report
 from .analysis.errors import error_breakdown
 from .analysis.proposals import ProposalProbe, level_rows, proposal_recall
 from .bootstrap import ImageEval
@@ -41,11 +40,9 @@ def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt:
     rank 0's weights and buffers, and rank 0 puts the detections back in image order and scores
     them once, so the numbers equal a single process's exactly; the other ranks return None.
     """
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank, world = comm.rank(), comm.world_size()
     start = time.perf_counter()
-    if world > 1:
-        for tensor in checkpoint.unwrap(model).state_dict().values():  # BatchNorm statistics differ per rank
-            dist.broadcast(tensor, src=0)
+    comm.broadcast_state(checkpoint.unwrap(model))
     loader = data.build_eval_loader(val_set, batch_size=batch_size, workers=workers, rank=rank, world=world)
     with ProposalProbe(model) as probe:
         detections = evaluate.predict(model, loader, val_set.label_to_category_id, device,
@@ -53,9 +50,8 @@ def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt:
     positions = list(range(rank, len(val_set), world))
     shard = (detections, list(zip(positions, probe.proposals)), probe.levels)
     if world > 1:
-        gathered = [None] * world if rank == 0 else None
-        dist.gather_object(shard, gathered, dst=0)
-        if rank != 0:
+        gathered = comm.gather_object(shard)
+        if gathered is None:
             return None
         detections, proposals, levels = _in_image_order(gathered, val_set)
     else:

@@ -9,7 +9,6 @@ happen on rank 0 while the other processes wait.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
 from datetime import timedelta
@@ -18,15 +17,14 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 
-from . import checkpoint, configure, data, detector, evaluate, measure, report, train
+from . import checkpoint, comm, configure, data, detector, evaluate, measure, report, train
 from .analysis.receptive_field import receptive_field_rows
 from .evaluate_run import evaluate_model, trained_detector
 from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir
 from .cli import parse_seeds, split_list
 from .config import PROFILES, BackboneAudit, RunConfig
-from .errors import ConfigError, DataError, UsageError, UserError
+from .errors import RANK_LOST, ConfigError, DataError, UsageError, UserError
 from .files import set_status, write_csv, write_json, write_text
 
 CONFIG_FILE, METRICS_FILE, DATA_REPORT = "config.yaml", "metrics.csv", "data_report.json"
@@ -183,7 +181,7 @@ def in_order(work, first: bool):
     """Run `work()` on the processes where `first` (one per node, or rank 0), then on the others: what the
     first ones write (the annotation index cache, the run folder) the others then read. A user error on
     any process stops every process; only the one that hit it prints it."""
-    if not dist.is_initialized():
+    if comm.world_size() == 1:
         return work()
     result = None
     for turn in (True, False):
@@ -193,8 +191,7 @@ def in_order(work, first: bool):
                 result = work()
             except UserError as err:
                 error = err
-        errors = [None] * dist.get_world_size()
-        dist.all_gather_object(errors, None if error is None else str(error))
+        errors = comm.all_gather_object(None if error is None else str(error))
         if error is not None:
             raise error
         if any(errors):
@@ -208,21 +205,30 @@ def prepare(args) -> tuple[RunConfig, Path, tuple[data.Split, data.Split], torch
     cfg = config_from_args(args)
     check_backbones(cfg.backbones)
     check_device(cfg.device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = comm.launched_world_size()
     if cfg.profile.train.batch_size % world:
         raise UsageError(f"batch size {cfg.profile.train.batch_size} does not split over {world} processes")
+    check_compile(cfg, world)
     check_writable_dir(Path(cfg.cache_dir), "--cache-dir")
     if args.out is not None:
         check_writable_dir(Path(args.out), "--out")
-    device, rank, world = init_distributed(cfg)
-    node_first = int(os.environ.get("LOCAL_RANK", "0")) == 0
-    splits = in_order(lambda: load_data(cfg, keep_val_data=rank == 0), node_first)
-    run_dir = in_order(lambda: start_run_folder(cfg, args, splits) if rank == 0 else None, rank == 0)
-    if world > 1:
-        shared = [run_dir]
-        dist.broadcast_object_list(shared, src=0)
-        run_dir = shared[0]
+    device = comm.init(torch.device(cfg.device), COLLECTIVE_TIMEOUT)
+    splits = in_order(lambda: load_data(cfg, keep_val_data=comm.is_main()), comm.local_rank() == 0)
+    run_dir = comm.broadcast_object(in_order(lambda: start_run_folder(cfg, args, splits) if comm.is_main() else None,
+                                             comm.is_main()))
     return cfg, run_dir, splits, device
+
+
+def check_compile(cfg: RunConfig, world: int) -> None:
+    """Refuse torch.compile of a backbone whose BatchNorm becomes SyncBatchNorm (trained on several GPUs):
+    dynamo breaks its graph there and has open errors with DDP + SyncBatchNorm."""
+    if not cfg.profile.train.compile_backbone or world == 1 or torch.device(cfg.device).type != "cuda":
+        return
+    for name in cfg.backbones:
+        if detector.resolve_norm(cfg.profile.detector, pretrained_file(cfg, name) is not None) == "batch":
+            raise ConfigError(f"train.compile_backbone with {name}'s BatchNorm trained on {world} GPUs "
+                              "(SyncBatchNorm) is not supported by torch.compile; set train.compile_backbone=false, "
+                              "or detector.norm=frozen")
 
 
 def start_run_folder(cfg: RunConfig, args, splits: tuple[data.Split, data.Split]) -> Path:
@@ -247,19 +253,6 @@ def start_run_folder(cfg: RunConfig, args, splits: tuple[data.Split, data.Split]
     return run_dir
 
 
-def init_distributed(cfg: RunConfig) -> tuple[torch.device, int, int]:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; one GPU per process."""
-    device = torch.device(cfg.device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return device, 0, 1
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
-    return device, dist.get_rank(), world
-
-
 def result_dir(run_dir: Path, seed: int, name: str) -> Path:
     return run_dir / f"seed{seed}" / name
 
@@ -269,7 +262,7 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
                  stop: train.StopRequest) -> dict[str, Any] | None:
     """Train and evaluate one backbone with one seed; rank 0 writes its folder and returns its metrics."""
     train_set, val_set = datasets
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank, world = comm.rank(), comm.world_size()
     out_dir = result_dir(run_dir, seed, name)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -278,7 +271,7 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
     model = detector.build_detector(name, train_set.num_classes, cfg.profile.detector, pretrained_file(cfg, name))
     model.to(device, memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
     if settings.compile_backbone:
-        model.backbone.body.compile()  # in place: the state dict keeps its names
+        train.compile_backbone(model)
     torch.manual_seed(seed)  # the same RoI sampling draws for every backbone, whatever its init consumed
     train_set.seed = seed
 
@@ -361,7 +354,7 @@ def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
 def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split], device: torch.device,
             progress: bool, resume: bool, stop: train.StopRequest) -> str:
     """Train, evaluate and measure every backbone and seed, write the report; return the summary to print."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank = comm.rank()
     train_split, val_split = splits
     datasets = (
         data.CocoDetection(train_split.index, train_split.image_dir, train_split.ann_path, train=True,
@@ -404,8 +397,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
                         weights=weights, trained={name: (models[0], images) for name, models in trained.items()})
         finished = report.load_run(run_dir)  # one bootstrap for the report and the summary
         report.write_report(finished)
-    if world > 1:
-        dist.destroy_process_group()
+    comm.destroy()
     return report.summary(finished) if rank == 0 else ""
 
 
@@ -413,15 +405,21 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg, run_dir, splits, device = prepare(args)
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = comm.is_main()
     start = time.perf_counter()
     status = (lambda *a, **k: set_status(run_dir, *a, **k)) if is_main else (lambda *a, **k: None)
     resume_hint = f"python -m bench.run --resume {run_dir}"
     status("running")
     try:
         with train.StopRequest() as stop:
-            summary = execute(cfg, run_dir, splits, device, progress=not args.no_progress, resume=bool(args.resume),
-                              stop=stop)
+            try:
+                summary = execute(cfg, run_dir, splits, device, progress=not args.no_progress,
+                                  resume=bool(args.resume), stop=stop)
+            except comm.RankLost as err:  # handled while torchrun's SIGTERM to the survivors only sets a flag
+                status("failed", str(err), resume=resume_hint)
+                print(f"error: {err}; the last checkpoint is kept; under torchrun `{resume_hint}` goes on",
+                      file=sys.stderr, flush=True)
+                return RANK_LOST
     except (train.TrainingStopped, KeyboardInterrupt) as err:
         status("interrupted", str(err) or "KeyboardInterrupt", resume=resume_hint)
         print(f"\ninterrupted: {str(err) or 'Ctrl-C'}; results so far are in {run_dir}; `{resume_hint}` goes on",

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from . import checkpoint
+from . import checkpoint, comm
 from .config import TrainConfig
 from .errors import DataError
 from .files import write_text
@@ -74,13 +73,9 @@ class StopRequest:
     def name(self) -> str:
         return signal.Signals(self.signal).name if self.signal else ""
 
-    def agreed(self) -> bool:
-        """Whether to stop now; under torchrun every process must stop after the same step, so
-        they agree (a signal may reach them a step apart)."""
-        wanted = torch.tensor([float(self.signal is not None)])
-        if dist.is_initialized():
-            dist.all_reduce(wanted, op=dist.ReduceOp.MAX)
-        return bool(wanted.item())
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
 
     def check(self, where: str) -> None:
         """Between two pieces of work (backbones, measurement): stop here if asked to."""
@@ -132,6 +127,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
     return precision
+
+
+def compile_backbone(model: nn.Module, backend: str | Callable = "inductor") -> None:
+    """torch.compile of the detector's backbone, in place (the state dict keeps its names), after a reset:
+    dynamo's recompile limit counts per code object, which every backbone and seed shares, so without
+    the reset later backbones and seeds would silently run eager."""
+    torch.compiler.reset()
+    model.backbone.body.compile(backend=backend)
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -208,10 +211,28 @@ def tensorboard(out_dir: Path) -> Any:
     return SummaryWriter(str(out_dir / "tensorboard"))
 
 
-def _diverged(desc: str, iteration: int, losses: dict[str, torch.Tensor]) -> TrainingDiverged:
-    bad = {name: value.item() for name, value in losses.items() if not math.isfinite(value.item())}
-    term, value = next(iter(bad.items()), ("loss", float("nan")))
-    return TrainingDiverged(f"{desc}: {term} became {value} at iteration {iteration}")
+NONFINITE = (float("nan"), float("inf"), float("-inf"))
+
+
+def failure_code(loss: torch.Tensor, losses: dict[str, torch.Tensor]) -> int:
+    """0 for a finite loss, else a number naming the first non-finite term (or the sum) and its value,
+    so that one reduction tells every process what went wrong where."""
+    if math.isfinite(loss.item()):
+        return 0
+    terms = [*losses.values(), loss]
+    term = next(i for i, value in enumerate(terms) if not math.isfinite(value.item()))
+    value = terms[term].item()
+    kind = 0 if math.isnan(value) else 1 if value > 0 else 2
+    return 1 + term * len(NONFINITE) + kind
+
+
+def _diverged(desc: str, iteration: int, names: list[str], failures: dict[int, int], world: int) -> TrainingDiverged:
+    """The same message on every process: the first rank whose loss stopped being finite, and how."""
+    where, code = min(failures.items())
+    term, kind = divmod(code - 1, len(NONFINITE))
+    name = [*names, "loss"][term]
+    on_rank = f" on rank {where} (of {world} processes; every process stopped)" if world > 1 else ""
+    return TrainingDiverged(f"{desc}: {name} became {NONFINITE[kind]} at iteration {iteration}{on_rank}")
 
 
 def train(
@@ -235,8 +256,7 @@ def train(
     `validate()` (rank 0, every `cfg.eval_every` iterations) gives the numbers for eval.csv.
     """
     path = Path(out_dir) / checkpoint.CHECKPOINT_FILE
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    is_main = not dist.is_initialized() or dist.get_rank() == 0
+    world, is_main = comm.world_size(), comm.is_main()
     precision = resolve_precision(cfg.precision, device)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
@@ -250,10 +270,9 @@ def train(
     model.train()
 
     def save(iteration: int) -> None:
-        if is_main:
-            extra = {"window": window, "seconds": seconds_before + time.perf_counter() - start,
-                     "images": images_before + images_seen, "loss": last_loss}
-            checkpoint.save(path, iteration, model, optimizer, scheduler, scaler, config or {}, extra)
+        extra = {"window": window, "seconds": seconds_before + time.perf_counter() - start,
+                 "images": images_before + images_seen, "loss": last_loss}
+        checkpoint.save(path, iteration, model, optimizer, scheduler, scaler, config or {}, extra)
 
     board = tensorboard(Path(out_dir)) if is_main else None
     writer = CsvLog(path.with_name(LOSS_FILE), LOSS_COLUMNS, done, board) if is_main else None
@@ -268,8 +287,10 @@ def train(
             targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
             lr = optimizer.param_groups[0]["lr"]
             loss, losses = train_step(model, optimizer, scaler, images, targets, precision)
-            if not math.isfinite(loss.item()):
-                raise _diverged(desc, iteration, losses)
+            # one reduction per step: a stop request and a non-finite loss on any process stop them all
+            stopping, failures = comm.agree(stop is not None and stop.requested, failure_code(loss, losses))
+            if failures:
+                raise _diverged(desc, iteration, list(losses), failures, world)
             scheduler.step()
             last_loss = loss.item()
 
@@ -287,9 +308,9 @@ def train(
             if evals and cfg.eval_every and iteration % cfg.eval_every == 0:
                 evals.write(iteration=iteration, **validate())
                 model.train()
-            if stop is not None and stop.agreed():
+            if stopping:
                 save(iteration)
-                raise TrainingStopped(f"{desc}: stopped by {stop.name} after iteration {iteration}; checkpoint saved")
+                raise TrainingStopped(f"{desc}: stopped by {stop.name or 'a signal to another process'} after iteration {iteration}; checkpoint saved")
             if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.iterations:
                 save(iteration)
         save(cfg.iterations)

@@ -45,3 +45,24 @@ def test_cuda_peak_memory_is_measured() -> None:
         memory = peak_memory(lambda: model([torch.rand(3, 128, 128, device=DEVICE)]), DEVICE)
     # a 128 px ResNet-50 detector's weights alone are about 160 MB in float32
     assert 100 < memory["peak_mem_mb"] < 8000
+
+
+def test_flags_reduce_under_nccl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-process NCCL group: the per-step flag reduction must run (a CPU flag cannot under NCCL)."""
+    import socket
+
+    import torch.distributed
+
+    from bench import comm
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    torch.cuda.set_device(0)
+    torch.distributed.init_process_group("nccl", init_method=f"tcp://localhost:{port}", rank=0, world_size=1)
+    try:
+        monkeypatch.setattr(comm, "world_size", lambda: 2)  # reduce as a job of several processes would
+        assert comm.flag_device() == torch.device("cuda", 0)
+        assert comm.agree(stop=True, failure=4) == (True, {0: 4})
+    finally:
+        torch.distributed.destroy_process_group()

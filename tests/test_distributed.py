@@ -12,7 +12,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# this checkout's bench, whichever one the environment has installed
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT.parent)}
 
 
 def torchrun(*argv: str, cwd: Path, processes: int = 2) -> subprocess.CompletedProcess:
@@ -21,7 +22,7 @@ def torchrun(*argv: str, cwd: Path, processes: int = 2) -> subprocess.CompletedP
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={processes}",
                "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{port}", "--rdzv-id=detbench-test", *argv]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=ENV)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=ENV, timeout=600)
 
 
 @pytest.mark.slow
@@ -65,3 +66,44 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path,
     for key in one:
         assert torch.allclose(one[key].float(), two[key].float(), rtol=1e-4, atol=1e-6), key
     assert (tmp_path / "two" / "report.md").is_file()
+
+
+FAULTS = ["--profile", "smoke", "--backbones", "resnet50", "--no-progress", "--set", "train.precision=fp32",
+          "--set", "measure.dtypes=[float32]", "--set", "measure.batch_sizes=[1]", "--set", "measure.channels_last=[false]",
+          "--set", "measure.repeats=1", "--set", "measure.min_run_time=0.05"]
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_every_rank_with_its_name(tmp_path: Path, smoke_cache: Path) -> None:
+    """Rank 1's loss turns NaN at iteration 1: both processes stop after that step, agreeing on why,
+    instead of rank 0 waiting for rank 1 until the collective timeout."""
+    done = torchrun(str(ROOT / "dist_faults.py"), "nan", "1", *FAULTS, "--cache-dir", str(smoke_cache),
+                    "--out", str(tmp_path / "run"), cwd=tmp_path)
+    reason = "train resnet50 seed 0: loss_classifier became nan at iteration 1 on rank 1 (of 2 processes"
+    assert f"warning: {reason}" in done.stderr, done.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "seed0" / "resnet50" / "diverged.json").read_text())["reason"].startswith(
+        reason)
+
+
+ITERATIONS = ["--set", "train.iterations=6", "--set", "train.checkpoint_every=2"]
+
+
+@pytest.mark.slow
+def test_a_killed_rank_stops_the_job_and_resume_ends_as_if_uninterrupted(tmp_path: Path, smoke_cache: Path) -> None:
+    """SIGKILL of rank 1 at iteration 4: rank 0 stops at once with one line and exit status 75, the
+    checkpoint of iteration 2 stays, and --resume under torchrun ends bit for bit as an uninterrupted
+    run (gloo on the CPU; each rank resumes its own RNG, which its RoI sampling draws from)."""
+    args = [*FAULTS, *ITERATIONS, "--cache-dir", str(smoke_cache)]
+    killed = torchrun(str(ROOT / "dist_faults.py"), "kill", "4", *args, "--out", str(tmp_path / "killed"), cwd=tmp_path)
+    lines = [line for line in killed.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith("error: rank 0 of 2 lost rank 1 of the job ("), killed.stderr[-3000:]
+    folder = tmp_path / "killed" / "seed0" / "resnet50"
+    assert torch.load(folder / "checkpoint.pth", weights_only=True)["iteration"] == 2
+    assert json.loads((tmp_path / "killed" / "status.json").read_text())["state"] == "failed"
+    resumed = torchrun("-m", "bench.run", "--resume", str(tmp_path / "killed"), "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight = torchrun("-m", "bench.run", *args, "--out", str(tmp_path / "straight"), cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    one, two = (torch.load(tmp_path / run / "seed0" / "resnet50" / "checkpoint.pth", weights_only=True)["model"]
+                for run in ("killed", "straight"))
+    assert all(torch.equal(one[key], two[key]) for key in one)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -55,3 +56,14 @@ def test_mfu_knows_a_card_by_its_whole_name(name: str, peak: float | None) -> No
     mfu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mfu)
     assert mfu.peak(name) == peak
+
+
+def test_gpu_script_parses_and_refuses_a_too_old_torch_in_one_line(tmp_path: Path) -> None:
+    subprocess.run(["bash", "-n", "scripts/gpu_figures.sh"], cwd=ROOT, check=True)
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text('__version__ = "2.3.1+cu121"\n')
+    done = subprocess.run(["bash", "scripts/gpu_figures.sh"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path), "OUT_DIR": str(tmp_path / "out")})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["error: torch 2.3.1+cu121 is older than 2.4, which detbench needs"]
+    assert not (tmp_path / "out").exists()
