@@ -177,7 +177,7 @@ def ablation_lines(run: Run) -> list[str]:
         low, high, verdict = pair_interval(run, a, b, "AP")
         difference = float(np.mean([values.at[(a, s), "AP"] - values.at[(b, s), "AP"] for s in seeds]))
         if sign < 0:
-            low, high, difference = -high, -low, -difference
+            low, high, difference = 0.0 - high, 0.0 - low, 0.0 - difference  # 0.0 - x: never a printed -0.0
             verdict = {"ahead": "behind", "behind": "ahead"}.get(verdict, verdict)
         agrees = "as the paper found" if verdict == row["direction"] else (
             "against the paper's direction" if verdict in ("ahead", "behind") else "not resolved either way")
