@@ -22,10 +22,16 @@ from timm.models.resnet import Bottleneck, downsample_conv, make_blocks
 __all__ = ["DetNet", "checkpoint_filter_fn"]
 
 
-def make_dilated_stage(in_chs: int, planes: int = 256, depth: int = 3, dilation: int = 2) -> nn.Sequential:
-    """One DetNet stage: block B (projection shortcut) then identity blocks A, all stride 1."""
+def make_dilated_stage(
+    in_chs: int, planes: int = 256, depth: int = 3, dilation: int = 2, project: bool = True,
+) -> nn.Sequential:
+    """One DetNet stage, all stride 1: block B (projection shortcut) then identity blocks A; with
+    `project=False` the first block is an A block too (the paper's NoProj ablation), which needs
+    `in_chs` equal to the stage's output channels."""
     out_chs = planes * Bottleneck.expansion
-    projection = downsample_conv(in_chs, out_chs, kernel_size=1, stride=1)
+    if not project and in_chs != out_chs:
+        raise ValueError(f"an identity shortcut needs {out_chs} input channels, got {in_chs}")
+    projection = downsample_conv(in_chs, out_chs, kernel_size=1, stride=1) if project else None
     blocks = [Bottleneck(in_chs, planes, downsample=projection, dilation=dilation, first_dilation=dilation)]
     blocks += [Bottleneck(out_chs, planes, dilation=dilation, first_dilation=dilation) for _ in range(depth - 1)]
     return nn.Sequential(*blocks)
@@ -39,6 +45,7 @@ class DetNet(nn.Module):
         layers: tuple[int, ...] = (3, 4, 6),
         dilated_layers: tuple[int, ...] = (3, 3),
         dilated_planes: int = 256,
+        projected_stages: tuple[bool, ...] = (True, True),
         num_classes: int = 1000,
         in_chans: int = 3,
         global_pool: str = "avg",
@@ -65,9 +72,9 @@ class DetNet(nn.Module):
 
         # Stages 5-6: dilated, stride 1, named layer4/layer5 as in the DetNet_pytorch port.
         in_chs = stage_info[-1]["num_chs"]
-        for offset, depth in enumerate(dilated_layers):
+        for offset, (depth, project) in enumerate(zip(dilated_layers, projected_stages, strict=True)):
             name = f"layer{len(layers) + offset + 1}"
-            self.add_module(name, make_dilated_stage(in_chs, dilated_planes, depth))
+            self.add_module(name, make_dilated_stage(in_chs, dilated_planes, depth, project=project))
             in_chs = dilated_planes * Bottleneck.expansion
             self.feature_info.append(dict(num_chs=in_chs, reduction=16, module=name))
         self.stage_names = [info["module"] for info in self.feature_info[1:]]
@@ -151,7 +158,7 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
-default_cfgs = generate_default_cfgs({"detnet59": _cfg()})
+default_cfgs = generate_default_cfgs({"detnet59": _cfg(), "detnet59_noproj": _cfg()})
 
 
 @register_model
@@ -159,3 +166,11 @@ def detnet59(pretrained: bool = False, **kwargs: Any) -> DetNet:
     """DetNet-59: ResNet-50 stages 1-4 (3, 4, 6 blocks) + two dilated stages of 3 blocks."""
     model_args = dict(layers=(3, 4, 6), dilated_layers=(3, 3), dilated_planes=256)
     return _create_detnet("detnet59", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def detnet59_noproj(pretrained: bool = False, **kwargs: Any) -> DetNet:
+    """DetNet-59-NoProj, the paper's ablation: stage 6 starts with an identity (A) block, so it
+    simply continues stage 5 instead of opening a new pyramid level with a projection."""
+    model_args = dict(layers=(3, 4, 6), dilated_layers=(3, 3), dilated_planes=256, projected_stages=(True, False))
+    return _create_detnet("detnet59_noproj", pretrained, **dict(model_args, **kwargs))

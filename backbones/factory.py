@@ -15,12 +15,15 @@ import torch.nn as nn
 from timm.models import load_state_dict
 
 from .detnet import checkpoint_filter_fn as detnet_filter_fn
+from .names import BackboneError, create_model, parse_backbone
 
 # The backbones the paper compares; any other timm model with multi-scale features works too.
 SUPPORTED_BACKBONES = ("detnet59", "resnet50", "resnet101")
 
 # Key mappings for checkpoints in foreign layouts. torchvision's ResNet names are timm's own.
-CHECKPOINT_FILTERS: dict[str, Callable[[dict, nn.Module], dict]] = {"detnet59": detnet_filter_fn}
+CHECKPOINT_FILTERS: dict[str, Callable[[dict, nn.Module], dict]] = {
+    "detnet59": detnet_filter_fn, "detnet59_noproj": detnet_filter_fn,
+}
 
 MAX_DETECTION_LEVELS = 5  # P2-P6
 
@@ -29,12 +32,10 @@ class WeightsError(ValueError):
     """A weights file that cannot be loaded; the message is one line naming the file and the first bad key."""
 
 
-class BackboneError(ValueError):
-    """A model that is not registered or cannot give the detector a feature pyramid; one line saying why."""
-
-
 def create_backbone(name: str, pretrained_file: str | Path | None = None, zero_init_last: bool = True) -> nn.Module:
     """Build `name` (random init, or weights from a local file) and return its stride >= 4 features.
+
+    `name` may carry timm constructor arguments, `resnet50[output_stride=16]` (`backbones.names`).
 
     The result is timm's own feature extractor for the model (`features_only=True`), so any
     timm architecture works; weights are checked strictly against the full model first,
@@ -42,11 +43,12 @@ def create_backbone(name: str, pretrained_file: str | Path | None = None, zero_i
     a residual model to start its blocks' last norm at 1 instead of timm's 0; it is passed only
     then, so models without that option build as they are by default.
     """
-    if not timm.is_model(name):
+    parsed = parse_backbone(name)
+    if not timm.is_model(parsed.model):
         raise BackboneError(f"unknown backbone {name!r}; registered detection backbones: {', '.join(SUPPORTED_BACKBONES)}")
     init = {} if zero_init_last else {"zero_init_last": False}
     try:
-        model = timm.create_model(name, **init)
+        model = create_model(parsed, **init)
     except TypeError:
         if not init:
             raise
@@ -54,10 +56,10 @@ def create_backbone(name: str, pretrained_file: str | Path | None = None, zero_i
     out_indices = pyramid_indices(name, model)
     overlay = {}
     if pretrained_file is not None:
-        overlay["state_dict"] = read_weights_file(model, pretrained_file, CHECKPOINT_FILTERS.get(name))
+        overlay["state_dict"] = read_weights_file(model, pretrained_file, CHECKPOINT_FILTERS.get(parsed.model))
     try:
-        return timm.create_model(
-            name, features_only=True, out_indices=out_indices,
+        return create_model(
+            parsed, features_only=True, out_indices=out_indices,
             pretrained=pretrained_file is not None, pretrained_cfg_overlay=overlay, **init,
         )
     except (RuntimeError, ValueError, TypeError, AttributeError, NotImplementedError) as err:

@@ -27,6 +27,12 @@ METRICS: tuple[str, ...] = (
     "AP50 all", "AP85 all", "AP50 small", "AP85 small", "AP50 large", "AP85 large",
     "AR50 small", "AR85 small", "AR50 large", "AR85 large", "mean AR",
 )
+# The paper's Tables 3 and 4 in full: AP and AR at IoU .50/.60/.70/.80/.85 and their mean, per size.
+TABLE_IOUS = (50, 60, 70, 80, 85)
+TABLE_SIZES = ("all", "small", "medium", "large")
+_TABLES_3_4 = [f"{kind}{iou} {size}" for kind in ("AP", "AR") for size in TABLE_SIZES for iou in TABLE_IOUS]
+_TABLES_3_4 += [f"mean AR {size}" for size in TABLE_SIZES[1:]]  # "mean AR" (all sizes) is already listed
+METRICS += tuple(name for name in _TABLES_3_4 if name not in METRICS)  # appended: earlier indices stay
 
 MetricFn = Callable[[int, np.ndarray], np.ndarray]
 
@@ -232,13 +238,14 @@ def metric_values(precision: np.ndarray, recall: np.ndarray, area_labels: Sequen
                   iou_thresholds: np.ndarray) -> dict[str, float]:
     """The METRICS, in percent, from accumulate's precision [T, R, K, A] and recall [T, K, A]."""
     a = {label: n for n, label in enumerate(area_labels)}
-    t = {x: _index(np.asarray(iou_thresholds), x / 100) for x in (50, 75, 85)}
+    t = {x: _index(np.asarray(iou_thresholds), x / 100) for x in (75, *TABLE_IOUS)}
     p = precision
     s = {"AP": p[..., a["all"]], "AP50": p[t[50], ..., a["all"]], "AP75": p[t[75], ..., a["all"]],
          "APs": p[..., a["small"]], "APm": p[..., a["medium"]], "APl": p[..., a["large"]],
          "mean AR": recall[..., a["all"]]}
-    s |= {f"AP{x} {lb}": p[t[x], ..., a[lb]] for lb in ("all", "small", "large") for x in (50, 85)}
-    s |= {f"AR{x} {lb}": recall[t[x], :, a[lb]] for lb in ("small", "large") for x in (50, 85)}
+    s |= {f"AP{x} {lb}": p[t[x], ..., a[lb]] for lb in TABLE_SIZES for x in TABLE_IOUS}
+    s |= {f"AR{x} {lb}": recall[t[x], :, a[lb]] for lb in TABLE_SIZES for x in TABLE_IOUS}
+    s |= {f"mean AR {lb}": recall[..., a[lb]] for lb in TABLE_SIZES[1:]}
     return {name: _mean_valid(s[name]) for name in METRICS}
 
 

@@ -18,7 +18,7 @@ from typing import NoReturn
 import timm
 import torch
 
-from backbones import SUPPORTED_BACKBONES, BackboneError, WeightsError
+from backbones import SUPPORTED_BACKBONES, BackboneError, WeightsError, check_backbone, parse_backbone
 
 from .errors import UsageError, UserError
 
@@ -66,15 +66,20 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def check_backbones(names: Sequence[str]) -> None:
+    """Every name a registered timm model whose arguments (`resnet50[output_stride=16]`) it takes, none twice."""
     if not names:
         raise UsageError("no backbone given")
-    unknown = [name for name in names if not timm.is_model(name)]
-    if unknown:
-        raise UsageError(
-            f"unknown backbone {unknown[0]!r}; the paper's are {', '.join(SUPPORTED_BACKBONES)}, "
-            "and any timm model with 4 or 5 feature stages works"
-        )
-    if len(set(names)) != len(names):
+    try:
+        unknown = [name for name in names if not timm.is_model(parse_backbone(name).model)]
+        if unknown:
+            raise UsageError(
+                f"unknown backbone {unknown[0]!r}; the paper's are {', '.join(SUPPORTED_BACKBONES)}, "
+                "and any timm model with 4 or 5 feature stages works, with arguments as MODEL[key=value,...]"
+            )
+        keys = [check_backbone(name).key for name in names]
+    except BackboneError as err:
+        raise UsageError(str(err)) from None
+    if len(set(keys)) != len(keys):
         raise UsageError("a backbone is listed twice")
 
 

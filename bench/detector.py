@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import freeze_batch_norm_2d
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -29,14 +30,29 @@ from .config import DetectorConfig
 FPN_CHANNELS = 256
 FIRST_LEVEL = 2  # stride-4 features are P2
 ROI_LEVELS = (2, 3, 4, 5)  # the FPN paper's k_min..k_max for RoI pooling
+DETNET_STRIDE = 16  # the stride DetNet keeps from stage 4 on
 CANONICAL_SCALE, CANONICAL_LEVEL = 224, 4  # k = floor(4 + log2(sqrt(wh) / 224)) at the paper's scale
+
+
+class LastLevelPool(LastLevelMaxPool):
+    """torchvision's P6 (a kernel-1 max-pool of P5) with a chosen stride: 2 as in the FPN paper, or 1
+    after a stage already at DetNet's stride 16, where P6 is then P5 itself."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: list[torch.Tensor], y: list[torch.Tensor], names: list[str]
+                ) -> tuple[list[torch.Tensor], list[str]]:
+        return [*x, F.max_pool2d(x[-1], kernel_size=1, stride=self.stride)], [*names, "pool"]
 
 
 class PyramidBackbone(nn.Module):
     """Backbone features -> FPN -> OrderedDict {"p2": ..., "p6": ...}.
 
-    Four backbone stages (ResNet: strides 4-32) get P6 as a stride-2 max-pool of P5;
-    five (DetNet: strides 4, 8, 16, 16, 16) map one-to-one onto P2-P6.
+    Four backbone stages (ResNet: strides 4-32) get P6 as a stride-2 max-pool of P5; four ending
+    at stride 16 (ResNet-50 with output_stride=16) get P6 = P5 at stride 16, so the pyramid is
+    DetNet's, 4, 8, 16, 16, 16; five (DetNet: strides 4, 8, 16, 16, 16) map one-to-one onto P2-P6.
     """
 
     def __init__(self, body: nn.Module, out_channels: int = FPN_CHANNELS) -> None:
@@ -44,10 +60,10 @@ class PyramidBackbone(nn.Module):
         self.body = body
         channels = body.feature_info.channels()
         strides = body.feature_info.reduction()
-        extra = LastLevelMaxPool() if len(channels) == 4 else None
+        extra = LastLevelPool(1 if strides[-1] == DETNET_STRIDE else 2) if len(channels) == 4 else None
         self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=extra)
         if extra is not None:
-            strides = strides + [strides[-1] * 2]
+            strides = strides + [strides[-1] * extra.stride]
         self.out_channels = out_channels
         self.level_names = [f"p{FIRST_LEVEL + i}" for i in range(len(strides))]
         self.strides = dict(zip(self.level_names, strides))

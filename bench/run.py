@@ -18,11 +18,13 @@ from typing import Any
 import pandas as pd
 import torch
 
+from backbones import init_seed, parse_backbone, split_backbones
+
 from . import checkpoint, comm, configure, data, detector, evaluate, measure, report, train
 from .analysis.receptive_field import receptive_field_rows
 from .evaluate_run import evaluate_model, trained_detector
 from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir
-from .cli import parse_seeds, split_list
+from .cli import parse_seeds
 from .config import PROFILES, BackboneAudit, RunConfig
 from .errors import RANK_LOST, ConfigError, DataError, UsageError, UserError
 from .files import set_status, write_csv, write_json, write_text
@@ -66,7 +68,7 @@ def options_from_args(args) -> dict[str, Any]:
     """The settings given explicitly on the command line, by their dotted names in RunConfig."""
     options: dict[str, Any] = {}
     if args.backbones is not None:
-        options["backbones"] = split_list(args.backbones)
+        options["backbones"] = split_backbones(args.backbones)
     if args.seed is not None:
         options["profile.seeds"] = [args.seed]
     if args.seeds is not None:
@@ -111,14 +113,18 @@ def config_from_args(args) -> RunConfig:
 
 
 def pretrained_file(cfg: RunConfig, backbone: str) -> Path | None:
+    """DIR/<name as typed>.safetensors or .pth, else the plain model's (resnet50[output_stride=16] starts from
+    resnet50's ImageNet weights, as the paper's dilated ResNet-50 does: dilation changes no weight's shape)."""
     if cfg.pretrained_dir is None:
         return None
     folder = Path(cfg.pretrained_dir)
     if not folder.is_dir():
         raise UsageError(f"--pretrained-dir {folder} is not a folder")
-    found = [folder / f"{backbone}{ext}" for ext in (".safetensors", ".pth") if (folder / f"{backbone}{ext}").is_file()]
+    stems = list(dict.fromkeys((backbone, parse_backbone(backbone).model)))
+    found = [folder / f"{stem}{ext}" for stem in stems for ext in (".safetensors", ".pth")
+             if (folder / f"{stem}{ext}").is_file()]
     if not found:
-        raise UsageError(f"no {backbone}.safetensors or {backbone}.pth in {folder}")
+        raise UsageError(f"no {' or '.join(f'{stem}.safetensors or {stem}.pth' for stem in stems)} in {folder}")
     return found[0]
 
 
@@ -267,7 +273,7 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
     settings = cfg.profile.train
-    torch.manual_seed(seed)
+    torch.manual_seed(init_seed(name, seed))  # the training seed, unless the name says init_seed=N
     model = detector.build_detector(name, train_set.num_classes, cfg.profile.detector, pretrained_file(cfg, name))
     model.to(device, memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
     if settings.compile_backbone:
@@ -332,7 +338,7 @@ def receptive_fields(cfg: RunConfig, run_dir: Path, val_set: data.CocoDetection,
     images = [val_set[i][0] for i in range(min(TIMED_VAL_IMAGES, len(val_set)))]
     rows = []
     for name in cfg.backbones:
-        torch.manual_seed(cfg.profile.seeds[0])  # the initialisation the first seed trained from
+        torch.manual_seed(init_seed(name, cfg.profile.seeds[0]))  # the initialisation the first seed trained from
         start = detector.build_detector(name, val_set.num_classes, cfg.profile.detector, pretrained_file(cfg, name))
         batch = start.eval().transform(images)[0].tensors  # resized and normalised, as the backbone sees them
         bodies = [model.backbone.body for model in trained.get(name, [])]

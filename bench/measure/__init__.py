@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import timm
 import torch
 import torch.nn as nn
 from torchvision.models.detection import FasterRCNN
 
-from backbones import create_backbone
+from backbones import create_backbone, create_model
 
 from ..cli import check_backbones
 from ..config import MeasureConfig, Profile, TrainConfig
@@ -150,7 +149,7 @@ def measurements_frame(rows: list[Row]) -> pd.DataFrame:
 
 def classifier_costs(name: str, cfg: MeasureConfig, add: Add) -> list[Row]:
     """Params and MACs with the ImageNet head, as the paper's Table 1; returns the module breakdown."""
-    model = timm.create_model(name).eval()
+    model = create_model(name).eval()
     add(dict(backbone=name, target="classifier", metric="params", params=count_params(model)))
     size = cfg.classification_size
     flops = count_flops(model, torch.randn(1, 3, size, size), depth=BREAKDOWN_DEPTH["classifier"])

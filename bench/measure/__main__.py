@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from backbones import split_backbones
+
 from .. import configure
-from ..cli import ArgumentParser, UsageError, check_backbones, check_device, entry_point, fresh_dir, split_list
+from ..cli import ArgumentParser, UsageError, check_backbones, check_device, entry_point, fresh_dir
 from ..config import PROFILES
 from . import measure, summary_table
 
@@ -25,7 +27,7 @@ def _parse_args(argv: list[str] | None):
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    backbones = split_list(args.backbones)
+    backbones = split_backbones(args.backbones)
     check_backbones(backbones)
     device = check_device(args.device)
     if args.num_classes < 2:

@@ -17,7 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure as MplFigure
 
-from . import accuracy, cost, mechanism, plots
+from . import accuracy, cost, mechanism, paper_tables, plots
 from .describe import caveat, data_warnings, describe_run, like_for_like_sentence, verdicts
 from .load import Run, load_paper, load_run, missing_inputs
 from .render import Figure, write_outputs
@@ -25,7 +25,8 @@ from .table import Table
 
 TABLES: tuple[Callable[[Run], Table | None], ...] = (
     accuracy.fairness_table, accuracy.training_table, cost.environment_table, accuracy.accuracy_table,
-    accuracy.seed_table, accuracy.localisation_table, accuracy.differences_table, cost.latency_differences_table,
+    accuracy.seed_table, accuracy.localisation_table, paper_tables.table3, paper_tables.table4,
+    paper_tables.table3_differences, paper_tables.table4_differences, accuracy.differences_table, cost.latency_differences_table,
     cost.cost_table, cost.speed_table, cost.latency_table, cost.compute_by_module_table, accuracy.per_category_table,
     mechanism.error_breakdown_table, mechanism.roi_levels_table, mechanism.proposal_recall_table,
     mechanism.receptive_field_table,
@@ -92,7 +93,7 @@ def context(run: Run, tables: dict[str, Table], figures: dict[str, Figure]) -> d
                   "by `python -m bench.report`."),
         "run_lines": describe_run(run), "warnings": data_warnings(run), "missing": missing_inputs(run),
         "verdicts": verdicts(run), "like_for_like": like_for_like_sentence(run), "caveat": caveat(run),
-        "localisation_reading": mechanism.localisation_reading(run),
+        "localisation_reading": mechanism.localisation_reading(run), "ablations": paper_tables.ablation_lines(run),
         "tables": tables, "figures": figures,
     }
 
