@@ -41,15 +41,16 @@ def recompile_limit_raises() -> Iterator[None]:
 
 def compiled_timing(
     model: nn.Module, call: Callable[[nn.Module], Any], time: Callable[[Callable[[], Any]], Any],
-    backend: Any = BACKEND,
+    backend: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Compile a fresh copy of `model`, call it once to compile, then `time(lambda: call(compiled))`.
 
     Returns (the timing, row fields): `compiled` and `compiled_graphs` when it ran compiled,
-    else (None, `compiled` False and a `note` saying why). Out-of-memory errors are raised.
+    else (None, `compiled` False and a `note` saying why). `backend`: `BACKEND` unless given.
+    Out-of-memory errors are raised.
     """
     torch.compiler.reset()
-    compiled = torch.compile(copy.deepcopy(model), backend=backend, dynamic=False)
+    compiled = torch.compile(copy.deepcopy(model), backend=backend or BACKEND, dynamic=False)
     before = graphs_compiled()
     try:
         with recompile_limit_raises():
@@ -62,7 +63,7 @@ def compiled_timing(
     except torch.cuda.OutOfMemoryError:
         raise
     except COMPILE_ERRORS as err:
-        return None, _not_compiled(f"{type(err).__name__}: {first_line(err)}")
+        return None, _not_compiled(describe(err))
     finally:
         torch.compiler.reset()
     if recompiled:
@@ -70,9 +71,12 @@ def compiled_timing(
     return timing, {"compiled": True, "compiled_graphs": graphs}
 
 
-def first_line(err: BaseException) -> str:
+def describe(err: BaseException) -> str:
+    """The error's type and first line, and its cause's (a backend's own error, which dynamo wraps)."""
     lines = str(err).strip().splitlines()
-    return lines[0] if lines else ""
+    text = f"{type(err).__name__}: {lines[0] if lines else ''}"
+    cause = getattr(err, "inner_exception", None) or err.__cause__  # BackendCompilerFailed keeps it apart
+    return f"{text} {describe(cause)}" if cause is not None else text
 
 
 def _not_compiled(reason: str) -> dict[str, Any]:
