@@ -208,3 +208,29 @@ def test_cli_world_size_must_split_the_batch(tmp_path, capsys) -> None:
     assert main(["--backbones", "resnet50", "--profile", "smoke", "--world-size", "3", "--out", str(tmp_path / "o")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "--world-size 3" in lines[0]
+
+
+class TinyDetector(nn.Module):
+    """What `trained_detector_costs` needs of a detector; records where it is moved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.roi_heads = nn.Module()
+        self.roi_heads.box_head = nn.Linear(2, 2)
+        self.moves: list[torch.device] = []
+
+    def to(self, device: torch.device) -> TinyDetector:
+        self.moves.append(torch.device(device))
+        return self
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        self.roi_heads.box_head(torch.ones(3, 2))
+        return [{"boxes": torch.zeros(1, 4)}]
+
+
+def test_a_trained_detector_goes_back_where_it_was(smoke) -> None:
+    detector, rows = TinyDetector(), []
+    measure_module.trained_detector_costs("m", detector, [torch.ones(3, 4, 4)], smoke.measure,
+                                          torch.device("cpu"), 1, rows.append)
+    assert rows[0]["num_rois"] == 3 and rows[0]["num_detections"] == 1
+    assert detector.moves == [torch.device("cpu")] * 2  # to the measured device, then home
