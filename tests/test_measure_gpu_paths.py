@@ -125,7 +125,7 @@ def test_memory_rows_do_not_depend_on_the_order_of_backbones(monkeypatch) -> Non
         fake = FakeCudaMemory()
         fake.install(monkeypatch)
         for name in order:
-            memory = peak_memory(lambda n=name: fake.run(work[n]), torch.device("cuda"))
+            memory = peak_memory(lambda n=name, f=fake: f.run(work[n]), torch.device("cuda"))
             rows.setdefault(name, []).append((memory["peak_mem_mb"], memory["reserved_mem_mb"]))
             fake.keep(kept[name])
     assert rows == {name: [(mb, mb)] * 2 for name, mb in work.items()}
