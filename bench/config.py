@@ -100,7 +100,7 @@ class MeasureConfig:
     num_proposals: int = field(default=0, metadata=rule(min=0))
     batch_sizes: tuple[int, ...] = field(default=(1, 2, 4), metadata=rule(min=1, nonempty=True))
     dtypes: tuple[str, ...] = field(
-        default=("float32", "bfloat16"), metadata=rule(choices=("float32", "bfloat16"), nonempty=True)
+        default=("float32", "bfloat16"), metadata=rule(choices=("float32", "tf32", "bfloat16"), nonempty=True)
     )
     channels_last: tuple[bool, ...] = field(default=(False, True), metadata=rule(nonempty=True))
     compile: tuple[bool, ...] = field(default=(False,), metadata=rule(nonempty=True))  # torch.compile the model too

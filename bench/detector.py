@@ -7,16 +7,25 @@ The only parts of our own are the glue torchvision lacks for DetNet:
 - `LevelRoIAlign` assigns RoIs to P2-P5 by level *index*. torchvision's
   `MultiScaleRoIAlign` infers levels from the maps' strides, so with DetNet's P4 and P5
   both at 1/16 it would map large RoIs to P4 and never pool from P5.
+- Boxes stay float32 under mixed precision. torchvision takes the anchors' dtype from the
+  feature maps and decodes boxes in the dtype of the predicted deltas, so under bf16 autocast
+  a proposal at x = 1001.3 would become 1000 (bf16 spaces numbers 8 apart there), in training
+  only, since evaluation runs in float32. The pyramid's maps and the RPN head's and box
+  predictor's outputs therefore leave autocast as float32: anchors, box decoding, proposals
+  and RoIAlign's coordinates are float32, while the convolutions and linear layers still
+  compute in bf16.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import freeze_batch_norm_2d
+from torch.utils._pytree import tree_map_only
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
@@ -70,7 +79,13 @@ class PyramidBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         features = OrderedDict((name, f) for name, f in zip(self.level_names, self.body(x)))
-        return OrderedDict(zip(self.level_names, self.fpn(features).values()))
+        # float32 under autocast too: AnchorGenerator takes the anchors' dtype from these maps
+        return OrderedDict((name, p.float()) for name, p in zip(self.level_names, self.fpn(features).values()))
+
+
+def outputs_to_float32(module: nn.Module, args: Any, outputs: Any) -> Any:
+    """Forward hook: the module's tensor outputs as float32 (under autocast they are bf16/fp16)."""
+    return tree_map_only(torch.Tensor, lambda t: t.float(), outputs)
 
 
 class LevelRoIAlign(MultiScaleRoIAlign):
@@ -123,7 +138,7 @@ def build_detector(
     )
     if len(cfg.anchor_sizes) != len(neck.level_names):
         raise ValueError(f"{len(cfg.anchor_sizes)} anchor sizes for {len(neck.level_names)} pyramid levels")
-    return FasterRCNN(
+    detector = FasterRCNN(
         neck,
         num_classes=num_classes,
         min_size=cfg.min_size,
@@ -139,3 +154,6 @@ def build_detector(
         box_detections_per_img=cfg.box_detections_per_img,
         box_score_thresh=cfg.box_score_thresh,
     )
+    for head in (detector.rpn.head, detector.roi_heads.box_predictor):  # box deltas decoded in float32
+        head.register_forward_hook(outputs_to_float32)
+    return detector

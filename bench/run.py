@@ -400,7 +400,8 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
         weights = {name: pretrained_file(cfg, name) for name in cfg.backbones}
         images = [datasets[1][i][0] for i in range(min(TIMED_VAL_IMAGES, len(datasets[1])))]
         measure.measure(cfg.backbones, cfg.profile, device, run_dir, datasets[1].num_classes, progress=progress,
-                        weights=weights, trained={name: (models[0], images) for name, models in trained.items()})
+                        weights=weights, trained={name: (models[0], images) for name, models in trained.items()},
+                        world_size=world)
         finished = report.load_run(run_dir)  # one bootstrap for the report and the summary
         report.write_report(finished)
     comm.destroy()

@@ -8,11 +8,11 @@ random-init: weights change no cost measured here.
 
 ``python -m bench.measure --backbones detnet59,resnet50,resnet101`` writes three files:
 `measurements.csv` and `flops_by_module.csv`, whose columns `rows` documents, and
-`environment.json`. This module runs every measurement of a backbone and writes the rows.
+`environment.json`. This module runs every measurement of a backbone and writes the rows; a
+measurement that runs out of GPU memory is a row saying so, and the others go on.
 """
 from __future__ import annotations
 
-import copy
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -33,6 +33,7 @@ from ..detector import build_detector
 from ..files import write_csv, write_json
 from ..progress import progress as progress_bar
 from ..train import AUTOCAST_DTYPES, build_optimizer, resolve_precision, train_step
+from .compiled import compiled_timing
 from .compute import (
     BREAKDOWN_DEPTH,
     FlopCount,
@@ -44,9 +45,18 @@ from .compute import (
     num_proposals,
 )
 from .environment import collect_environment, cpu_model, device_name
-from .memory import peak_memory
+from .memory import peak_memory, release_free_memory
+from .precision import float32_label, unsupported
 from .rows import MeasurementRow, ModuleRow, to_frame
-from .timing import Setting, infer, latency_settings, pinned_threads, throughput, time_call
+from .timing import (
+    Setting,
+    current_device,
+    infer,
+    latency_settings,
+    pinned_threads,
+    throughput,
+    time_call,
+)
 
 __all__ = [
     "Setting", "backbone_input", "count_flops", "cpu_model", "detector_compute", "detector_input", "infer",
@@ -57,6 +67,8 @@ __all__ = [
 BOXES_PER_IMAGE = 2
 # Rows per backbone besides latency: 3 params, 2 compute, 2 memory, 1 throughput.
 FIXED_ROWS = 8
+
+OUT_OF_MEMORY = "out of memory"
 
 Row = dict[str, Any]
 Add = Callable[[Row], None]
@@ -110,6 +122,23 @@ def on_device(device: torch.device, **row: Any) -> Row:
     return dict(row, device=device.type, device_name=device_name(device))
 
 
+def with_note(row: Row, note: str) -> Row:
+    return dict(row, note="; ".join(filter(None, [row.get("note"), note])))
+
+
+def unless_out_of_memory(device: torch.device, rows: list[Row], measure_values: Callable[[], list[Row]]) -> list[Row]:
+    """`rows`, each completed by its values from `measure_values()`; all marked out of memory instead
+    when that runs out of GPU memory (what it allocated is freed, and the measurement goes on)."""
+    try:
+        values = measure_values()
+    except torch.cuda.OutOfMemoryError:
+        values = None
+    if values is None:  # outside the handler, so that the traceback's tensors are already released
+        release_free_memory(device)
+        return [with_note(row, OUT_OF_MEMORY) for row in rows]
+    return [dict(row, **value) for row, value in zip(rows, values)]
+
+
 def compute_row(flops: FlopCount, **row: Any) -> Row:
     return dict(row, metric="compute", dtype="float32", channels_last=False, batch_size=1,
                 gmacs=flops.gmacs, gflops=flops.gflops)
@@ -122,21 +151,31 @@ def module_rows(name: str, target: str, flops: FlopCount) -> list[Row]:
     ]
 
 
+def latency_fields(measurement: Any) -> Row:
+    return dict(latency_ms_median=measurement.median * 1e3, latency_ms_iqr=measurement.iqr * 1e3,
+                latency_blocks=len(measurement.times))
+
+
 def latency_row(model: nn.Module, inputs: Any, setting: Setting, cfg: MeasureConfig, threads: int, **row: Any) -> Row:
-    """Time `model(inputs)` in `setting`; the model is moved/converted in place (compiled: a copy of
-    it), `inputs` must already be. blocked_autorange's first call, the compilation, is not timed."""
-    model.to(setting.device, memory_format=setting.memory_format)
-    if setting.compiled:
-        model = copy.deepcopy(model)
-        model.compile()
-    fn = partial(infer, model, inputs, setting.device.type, setting.dtype)
-    measurement = time_call(fn, cfg, threads, label=f"{row['backbone']} {row['target']}")
-    return on_device(
-        setting.device, **row, metric="latency", dtype=setting.dtype, channels_last=setting.channels_last,
-        compiled=setting.compiled,
-        batch_size=setting.batch_size, threads=threads, latency_ms_median=measurement.median * 1e3,
-        latency_ms_iqr=measurement.iqr * 1e3, latency_blocks=len(measurement.times),
-    )
+    """Time `model(inputs)` in `setting`; the model is moved/converted in place (compiled: a fresh copy
+    of it), `inputs` must already be. The first call (the compilation, if any) is not timed."""
+    row = on_device(setting.device, **row, metric="latency", dtype=setting.dtype, channels_last=setting.channels_last,
+                    compiled=setting.compiled, batch_size=setting.batch_size, threads=threads)
+    reason = unsupported(setting.device, setting.dtype)
+    if reason:
+        return with_note(row, reason)
+
+    def measure_values() -> list[Row]:
+        model.to(setting.device, memory_format=setting.memory_format)
+        call = partial(infer, inputs=inputs, device_type=setting.device.type, dtype=setting.dtype)
+        time = partial(time_call, cfg=cfg, threads=threads, label=f"{row['backbone']} {row['target']}",
+                       device=setting.device)
+        if not setting.compiled:
+            return [latency_fields(time(partial(call, model)))]
+        measurement, fields = compiled_timing(model, call, time)
+        return [fields if measurement is None else dict(fields, **latency_fields(measurement))]
+
+    return unless_out_of_memory(setting.device, [row], measure_values)[0]
 
 
 def measurements_frame(rows: list[Row]) -> pd.DataFrame:
@@ -181,55 +220,78 @@ def detector_costs(
     for setting in latency_settings(cfg, device):
         with count_rois(detector) as counts:
             timed = latency_row(detector, detector_input(setting, size), setting, cfg, threads, **row)
-        add(dict(timed, num_rois=counts[0] // setting.batch_size))
+        add(dict(timed, num_rois=counts[0] // setting.batch_size) if counts else timed)
     single = Setting(device, batch_size=1, dtype="float32", channels_last=False)
-    detector.to(device, memory_format=single.memory_format)
-    memory = peak_memory(partial(infer, detector, detector_input(single, size), device.type, single.dtype), device)
-    add(on_device(device, **row, metric="memory", dtype=single.dtype, channels_last=False, batch_size=1,
-                  threads=threads, **memory))
+
+    def memory() -> list[Row]:
+        detector.to(device, memory_format=single.memory_format)
+        return [peak_memory(partial(infer, detector, detector_input(single, size), device.type, single.dtype), device)]
+
+    add(unless_out_of_memory(device, [on_device(device, **row, metric="memory", dtype=single.dtype,
+                                                channels_last=False, batch_size=1, threads=threads)], memory)[0])
     return module_rows(name, "detector", flops)
 
 
 def training_costs(
     name: str, profile: Profile, device: torch.device, num_classes: int, threads: int, add: Add,
-    weights: Path | None = None,
+    weights: Path | None = None, world_size: int = 1,
 ) -> None:
-    """Peak memory of one training step and images/s over a few, at the profile's train batch size,
-    with the run's own policy: its weights file (so frozen norm and stem), precision, memory format."""
-    size, batch_size, train = profile.measure.detection_size, profile.train.batch_size, profile.train
-    detector = build_detector(name, num_classes, replace(profile.detector, min_size=size, max_size=size), weights)
-    fmt = torch.channels_last if train.channels_last else torch.preserve_format
-    batch = random_batch(batch_size, size, num_classes, device)
-    step = train_step_fn(detector.to(device, memory_format=fmt).train(), train, batch, device)
-    step()  # warm-up; also creates the optimizer's momentum buffers, part of a step's memory
-    dtype = AUTOCAST_DTYPES.get(resolve_precision(train.precision, device), torch.float32)
+    """Peak memory of one training step and images/s over a few, at the batch one process of the run
+    trains on (its batch over `world_size`), with the run's own policy: its weights file (so frozen
+    norm and stem), precision, memory format."""
+    size, train = profile.measure.detection_size, profile.train
+    batch_size = train.batch_size // world_size
+    precision = resolve_precision(train.precision, device)
+    dtype = str(AUTOCAST_DTYPES[precision]).removeprefix("torch.") if precision in AUTOCAST_DTYPES \
+        else float32_label(device)
     row = on_device(
-        device, backbone=name, target="train_step", channels_last=train.channels_last,
-        dtype=str(dtype).removeprefix("torch."), batch_size=batch_size, input_size=size, threads=threads,
+        device, backbone=name, target="train_step", channels_last=train.channels_last, dtype=dtype,
+        batch_size=batch_size, global_batch_size=train.batch_size, input_size=size, threads=threads,
+        note=f"batch per GPU: {batch_size} of a global {train.batch_size} over {world_size} processes"
+        if world_size > 1 else None,
     )
-    add(dict(row, metric="memory", **peak_memory(step, device)))
-    add(dict(row, metric="throughput", images_per_s=throughput(step, batch_size)))
+
+    def memory_and_throughput() -> list[Row]:
+        cfg = replace(profile.detector, min_size=size, max_size=size)
+        detector = build_detector(name, num_classes, cfg, weights)
+        fmt = torch.channels_last if train.channels_last else torch.preserve_format
+        batch = random_batch(batch_size, size, num_classes, device)
+        step = train_step_fn(detector.to(device, memory_format=fmt).train(), train, batch, device)
+        step()  # warm-up; also creates the optimizer's momentum buffers, part of a step's memory
+        return [peak_memory(step, device), {"images_per_s": throughput(step, batch_size, device)}]
+
+    for done in unless_out_of_memory(device, [dict(row, metric="memory"), dict(row, metric="throughput")],
+                                     memory_and_throughput):
+        add(done)
 
 
 def trained_detector_costs(name: str, detector: FasterRCNN, images: Sequence[torch.Tensor], cfg: MeasureConfig,
                            device: torch.device, threads: int, add: Add) -> None:
     """Latency of a trained detector on validation images at batch 1, float32, as it evaluates: beside the
-    controlled random-weight figure, because trained weights keep other numbers of boxes and RoIs."""
-    detector = detector.to(device).eval()
-    inputs = [image.to(device) for image in images]
-    turn = itertools.cycle(range(len(inputs)))
-    kept: list[int] = []
+    controlled random-weight figure, because trained weights keep other numbers of boxes and RoIs. The
+    detector goes back to where it was after, so its weights do not stay on the measured device."""
+    home = next(detector.parameters()).device
+    row = on_device(device, backbone=name, target="detector_trained", metric="latency", dtype="float32",
+                    channels_last=False, batch_size=1, input_size=cfg.detection_size, threads=threads)
 
-    def call() -> None:
-        kept.append(len(infer(detector, [inputs[next(turn)]], device.type, "float32")[0]["boxes"]))
+    def timed() -> list[Row]:
+        model = detector.to(device).eval()
+        inputs = [image.to(device) for image in images]
+        turn = itertools.cycle(range(len(inputs)))
+        kept: list[int] = []
 
-    with count_rois(detector) as rois:
-        measurement = time_call(call, cfg, threads, label=f"{name} detector_trained")
-    add(on_device(device, backbone=name, target="detector_trained", metric="latency", dtype="float32",
-                  channels_last=False, batch_size=1, input_size=cfg.detection_size, threads=threads,
-                  latency_ms_median=measurement.median * 1e3, latency_ms_iqr=measurement.iqr * 1e3,
-                  latency_blocks=len(measurement.times), num_rois=round(sum(rois) / len(rois)),
-                  num_detections=sum(kept) / len(kept)))
+        def call() -> None:
+            kept.append(len(infer(model, [inputs[next(turn)]], device.type, "float32")[0]["boxes"]))
+
+        with count_rois(model) as rois:
+            measurement = time_call(call, cfg, threads, label=f"{name} detector_trained", device=device)
+        return [dict(latency_fields(measurement), num_rois=round(sum(rois) / len(rois)),
+                     num_detections=sum(kept) / len(kept))]
+
+    try:
+        add(unless_out_of_memory(device, [row], timed)[0])
+    finally:
+        detector.to(home)
 
 
 def measure_backbone(
@@ -240,10 +302,12 @@ def measure_backbone(
     bar: Any = None,
     weights: Path | None = None,
     trained: tuple[FasterRCNN, Sequence[torch.Tensor]] | None = None,
+    world_size: int = 1,
 ) -> tuple[list[Row], list[Row]]:
     """Every measurement of one backbone: rows of measurements.csv and of flops_by_module.csv.
 
-    `bar`, if given, advances by one per row (`rows_per_backbone` in all).
+    `bar`, if given, advances by one per row (`rows_per_backbone` in all). A CUDA `device` is the
+    current one meanwhile, and what the backbone's measurements allocated is freed after.
     """
     rows: list[Row] = []
 
@@ -254,13 +318,16 @@ def measure_backbone(
             bar.update()
 
     torch.manual_seed(0)
-    with pinned_threads(profile.measure.threads) as threads:
-        breakdown = classifier_costs(name, profile.measure, add)
-        backbone_costs(name, profile.measure, device, threads, add)
-        breakdown += detector_costs(name, profile, device, num_classes, threads, add)
-        training_costs(name, profile, device, num_classes, threads, add, weights)
-        if trained is not None:
-            trained_detector_costs(name, *trained, profile.measure, device, threads, add)
+    with pinned_threads(profile.measure.threads) as threads, current_device(device):
+        try:
+            breakdown = classifier_costs(name, profile.measure, add)
+            backbone_costs(name, profile.measure, device, threads, add)
+            breakdown += detector_costs(name, profile, device, num_classes, threads, add)
+            training_costs(name, profile, device, num_classes, threads, add, weights, world_size)
+            if trained is not None:
+                trained_detector_costs(name, *trained, profile.measure, device, threads, add)
+        finally:
+            release_free_memory(device)
     return rows, breakdown
 
 
@@ -273,15 +340,19 @@ def measure(
     progress: bool = True,
     weights: Mapping[str, Path | None] | None = None,
     trained: Mapping[str, tuple[FasterRCNN, Sequence[torch.Tensor]]] | None = None,
+    world_size: int = 1,
 ) -> pd.DataFrame:
     """Measure every backbone; write measurements.csv, flops_by_module.csv, environment.json.
 
     `weights` gives a backbone's pretrained file where the run used one, so its training step
     is measured frozen as it trained; `trained` a trained detector and validation images to
-    time it on. The CSVs are rewritten after each backbone, so an
+    time it on; `world_size` the processes the run trains on, whose share of the batch the
+    training step is measured at. The CSVs are rewritten after each backbone, so an
     interrupted run keeps what it finished.
     """
     check_backbones(backbones)
+    if world_size < 1 or profile.train.batch_size % world_size:
+        raise ValueError(f"batch size {profile.train.batch_size} does not split over {world_size} processes")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with pinned_threads(profile.measure.threads):
@@ -293,8 +364,10 @@ def measure(
     total = len(backbones) * rows_per_backbone(profile.measure, device) + len(trained or {})
     with progress_bar(total, "measure", enabled=progress) as bar:
         for name in backbones:
-            backbone_rows, backbone_breakdown = measure_backbone(name, profile, device, num_classes, bar,
-                                                                 (weights or {}).get(name), (trained or {}).get(name))
+            backbone_rows, backbone_breakdown = measure_backbone(
+                name, profile, device, num_classes, bar, (weights or {}).get(name), (trained or {}).get(name),
+                world_size,
+            )
             rows += backbone_rows
             breakdown += backbone_breakdown
             write_csv(out_dir / "measurements.csv", measurements_frame(rows))
@@ -311,13 +384,19 @@ HEADLINES: dict[str, Callable[[pd.Series], str]] = {
     "memory": lambda r: f"{r.peak_mem_mb:.0f} MiB" if r.device == "cuda" else f"+{r.rss_peak_mb:.0f} MiB RSS",
     "throughput": lambda r: f"{r.images_per_s:.2f} img/s",
 }
-SETTING_COLUMNS = ["target", "metric", "device", "dtype", "channels_last", "batch_size", "input_size"]
+SETTING_COLUMNS = ["target", "metric", "device", "dtype", "channels_last", "compiled", "batch_size", "input_size"]
+VALUE_COLUMNS = ["params", "gmacs", "latency_ms_median", "peak_mem_mb", "rss_peak_mb", "images_per_s"]
+
+
+def headline(row: pd.Series) -> str:
+    """The row's headline number with its unit, or its note where it has no value (out of memory, not measured)."""
+    return row.note if row[VALUE_COLUMNS].isna().all() and isinstance(row.note, str) else HEADLINES[row.metric](row)
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Backbones side by side: one line per setting, each cell its headline number with the unit."""
     cells = frame[SETTING_COLUMNS].astype(object).fillna("").assign(
-        backbone=frame.backbone, value=frame.apply(lambda r: HEADLINES[r.metric](r), axis=1)
+        backbone=frame.backbone, value=frame.apply(headline, axis=1)
     )
     table = cells.pivot_table(index=SETTING_COLUMNS, columns="backbone", values="value", aggfunc="first", sort=False)
     return table[list(dict.fromkeys(frame.backbone))].reset_index().rename_axis(columns=None)

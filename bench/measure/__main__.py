@@ -20,6 +20,8 @@ def _parse_args(argv: list[str] | None):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a profile setting, e.g. measure.batch_sizes=[1,2] (repeatable)")
     parser.add_argument("--num-classes", type=int, default=81, help="detector classes with background (COCO: 80 + 1)")
+    parser.add_argument("--world-size", type=int, default=1,
+                        help="processes the batch is trained over: training steps are measured at batch / world size")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -33,8 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_classes < 2:
         raise UsageError(f"--num-classes must be at least 2 (background + one class), not {args.num_classes}")
     profile = configure.build(args.profile, options={"device": args.device}, overrides=args.set).profile
+    if args.world_size < 1 or profile.train.batch_size % args.world_size:
+        raise UsageError(f"--world-size {args.world_size} does not split the batch of {profile.train.batch_size} "
+                         "into equal shares per process")
     out = fresh_dir(args.out, "measure")
-    frame = measure(backbones, profile, device, out, args.num_classes, progress=not args.no_progress)
+    frame = measure(backbones, profile, device, out, args.num_classes, progress=not args.no_progress,
+                    world_size=args.world_size)
     print(summary_table(frame).to_markdown(index=False))
     print(f"\nwrote {out}/measurements.csv, flops_by_module.csv, environment.json")
     return 0

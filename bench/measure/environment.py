@@ -2,7 +2,7 @@
 
 torch's own report, `torch.utils.collect_env.get_env_info()`, gives the torch, CUDA, Python,
 platform and CPU facts; this module adds what it lacks (torchvision and timm versions, torch
-threads, logical cores, the device used, the git commit, the time) and writes the keys of
+threads, logical cores, the device used, TF32 flags, the git commit, the time) and writes the keys of
 environment.json that `bench.report` reads.
 """
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 import timm
 import torch
 import torchvision
+
+from .precision import tf32_flags
 
 # get_env_info runs pip, lscpu, nvidia-smi and other tools, with no timeout of its own.
 COLLECT_ENV_TIMEOUT_S = 60
@@ -94,6 +96,7 @@ def collect_environment(device: torch.device = torch.device("cpu")) -> dict[str,
         "cuda": env.get("cuda_compiled_version") if cuda else None,
         # collect_env only lists the libcudnn files it finds on disk, not the one torch loaded
         "cudnn": torch.backends.cudnn.version() if cuda else None,
+        **tf32_flags(),  # the process's defaults; float32 rows turn TF32 off, tf32 rows on
         "git_commit": git_commit(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -70,16 +70,20 @@ def release_free_memory(device: torch.device) -> None:
 
 
 def peak_memory(fn: Callable[[], Any], device: torch.device) -> dict[str, float]:
-    """Peak memory of one call: CUDA allocator statistics on a GPU, the resident set's rise on the CPU."""
+    """Peak memory of one call above what was allocated before it: CUDA allocator statistics on a GPU
+    (with that base beside it), the resident set's rise on the CPU. Relative, so that what earlier
+    measurements left allocated does not count (rows do not depend on the order of backbones)."""
     release_free_memory(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        base, reserved = torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device)
         torch.cuda.reset_peak_memory_stats(device)
         fn()
         torch.cuda.synchronize(device)
         return {
-            "peak_mem_mb": torch.cuda.max_memory_allocated(device) / MIB,
-            "reserved_mem_mb": torch.cuda.max_memory_reserved(device) / MIB,
+            "base_mem_mb": base / MIB,
+            "peak_mem_mb": (torch.cuda.max_memory_allocated(device) - base) / MIB,
+            "reserved_mem_mb": (torch.cuda.max_memory_reserved(device) - reserved) / MIB,
         }
     with RSSPeak() as rss:
         fn()

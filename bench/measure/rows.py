@@ -43,12 +43,26 @@ class MeasurementRow:
     )
     device_name: str | None = column("The CPU model or the CUDA device's name.")
     dtype: str | None = column(
-        "`float32`, or `bfloat16` for inference under `torch.autocast`; `float16` for a CUDA training "
-        "step when the profile trains with AMP."
+        "`float32` (on a GPU with TF32 off for convolutions and matmuls), `tf32` (TF32 on; CUDA, compute "
+        "capability 8.0+), or `bfloat16` for inference under `torch.autocast`. A training step runs with the "
+        "run's own precision and flags: `bfloat16`/`float16` under autocast, `float32`, or `tf32` where its "
+        "float32 step really ran with TF32 (cuDNN's default on Ampere+ GPUs)."
     )
     channels_last: bool | None = column("Model (and, for the backbone, input) in channels-last memory format.")
-    compiled: bool | None = column("Model compiled with `torch.compile` (compilation excluded from the timing).")
-    batch_size: int | None = column("Images per call.")
+    compiled: bool | None = column(
+        "Model compiled with `torch.compile` (a fresh copy after `torch.compiler.reset()`, static shapes; "
+        "compilation excluded from the timing). False with a `note` and no latency where compiling was asked "
+        "for but produced no graph, failed, hit the recompile limit or recompiled while timed."
+    )
+    compiled_graphs: int | None = column(
+        "Graphs dynamo compiled for the model (more than one: graph breaks), from its `unique_graphs` counter."
+    )
+    batch_size: int | None = column(
+        "Images per call; for a training step, the batch of one process (GPU): the run's batch over its world size."
+    )
+    global_batch_size: int | None = column(
+        "Training step only: the run's batch over all its processes, `batch_size` x the world size."
+    )
     input_size: int | None = column(
         "Side of the square input images, in pixels; the detector is built with min/max size equal to "
         "it, so it does not resize them."
@@ -78,12 +92,17 @@ class MeasurementRow:
     latency_ms_iqr: float | None = column("Interquartile range of the milliseconds per call over the same blocks.")
     latency_blocks: int | None = column("How many blocks the latency statistics come from (at least `repeats`).")
     peak_mem_mb: float | None = column(
-        "CUDA only: `torch.cuda.max_memory_allocated` during one call, in MiB; absolute, so weights, "
-        "inputs (and optimizer state, for a training step) are included."
+        "CUDA only: `torch.cuda.max_memory_allocated` during one call minus `base_mem_mb`, in MiB: the call's "
+        "working memory (activations, outputs; for a training step gradients too), whatever earlier "
+        "measurements left allocated."
+    )
+    base_mem_mb: float | None = column(
+        "CUDA only: `torch.cuda.memory_allocated` just before the call, in MiB: the model's weights, its "
+        "inputs (and optimizer state, for a training step). `base_mem_mb + peak_mem_mb` is the absolute peak."
     )
     reserved_mem_mb: float | None = column(
-        "CUDA only: `torch.cuda.max_memory_reserved` during the call, what the caching allocator held "
-        "(its cache emptied first), in MiB."
+        "CUDA only: how much `torch.cuda.max_memory_reserved` rose during the call over the memory reserved "
+        "before it (the caching allocator's cache emptied first), in MiB."
     )
     rss_peak_mb: float | None = column(
         "CPU only: largest increase of the process's resident set over its value just before one call, "
@@ -95,6 +114,10 @@ class MeasurementRow:
     images_per_s: float | None = column(
         "Training throughput, images per second over `TRAIN_STEPS` steps after one warm-up step, at "
         "`batch_size` random images with random boxes."
+    )
+    note: str | None = column(
+        "Why a row has no value (`out of memory`; a dtype the device lacks natively; torch.compile not "
+        "in effect), or what its batch means (a training step's batch per GPU of the global one)."
     )
 
 

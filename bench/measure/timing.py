@@ -1,8 +1,9 @@
 """How long a call takes: latency settings, and timing with `torch.utils.benchmark`.
 
-Latency is the median and IQR over blocks of `torch.utils.benchmark.Timer.blocked_autorange`
-(CUDA synchronised), at a fixed torch thread count; training throughput is images per second
-over a few steps.
+Latency is the median and IQR over blocks of `torch.utils.benchmark.Timer.blocked_autorange`,
+at a fixed torch thread count; training throughput is images per second over a few steps. On
+a GPU the clock synchronises the measured device by name (benchmark's own timer synchronises
+only the current one, so `cuda:1` would time launches, not work), and `current_device` makes it current.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import contextlib
 import io
 import itertools
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from ..config import MeasureConfig
+from .precision import precision
 
 # torch.utils.benchmark imports torch.utils.cpp_extension, which says "No CUDA runtime is
 # found" on a CUDA build of torch without a GPU (a log warning, or in older releases such as
@@ -27,7 +30,6 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 with contextlib.redirect_stderr(io.StringIO()):
     import torch.utils.benchmark as benchmark
 
-DTYPES = ("float32", "bfloat16")
 TRAIN_STEPS = 3  # timed, after one warm-up step
 
 
@@ -66,27 +68,38 @@ def pinned_threads(threads: int) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def autocast(device_type: str, dtype: str) -> torch.autocast:
-    """float32 runs as is; bfloat16 runs under autocast, as mixed-precision inference does."""
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+@contextmanager
+def current_device(device: torch.device) -> Iterator[None]:
+    """Make a CUDA `device` the current one for the block (kernels without an explicit device, cuDNN handles)."""
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        yield
+
+
+def device_clock(device: torch.device) -> Callable[[], float]:
+    """A clock that first waits for `device`'s queued work, so that a call's time is its work's."""
+    def clock() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+    return clock
 
 
 def infer(model: nn.Module, inputs: Any, device_type: str, dtype: str) -> Any:
-    """One inference call, as it is timed: no autograd, under `autocast` for `dtype`."""
-    with torch.inference_mode(), autocast(device_type, dtype):
+    """One inference call, as it is timed: no autograd, in `dtype` (`precision.precision`)."""
+    with torch.inference_mode(), precision(device_type, dtype):
         return model(inputs)
 
 
-def time_call(fn: Callable[[], Any], cfg: MeasureConfig, threads: int, label: str = "") -> benchmark.Measurement:
+def time_call(
+    fn: Callable[[], Any], cfg: MeasureConfig, threads: int, label: str = "", device: torch.device = torch.device("cpu")
+) -> benchmark.Measurement:
     """Median and IQR of `fn` over at least `cfg.repeats` blocks of torch.utils.benchmark.
 
     blocked_autorange first calls `fn` to size its blocks, which is the warm-up, and stops
     after `min_run_time`: one or two blocks for a call slower than that. It is run again for
     the missing blocks' worth of time until there are enough, and the parts are merged.
     """
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, label=label)
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, label=label, timer=device_clock(device))
     parts = [timer.blocked_autorange(min_run_time=cfg.min_run_time)]
     while (missing := cfg.repeats - sum(len(part.times) for part in parts)) > 0:
         block_s = parts[-1].median * parts[-1].number_per_run
@@ -94,10 +107,13 @@ def time_call(fn: Callable[[], Any], cfg: MeasureConfig, threads: int, label: st
     return benchmark.Measurement.merge(parts)[0]
 
 
-def throughput(step: Callable[[], None], batch_size: int, steps: int = TRAIN_STEPS) -> float:
-    """Images per second over `steps` calls after one warm-up; `benchmark.timer` synchronises CUDA."""
+def throughput(
+    step: Callable[[], None], batch_size: int, device: torch.device = torch.device("cpu"), steps: int = TRAIN_STEPS
+) -> float:
+    """Images per second over `steps` calls after one warm-up, `device` synchronised."""
+    clock = device_clock(device)
     step()
-    start = benchmark.timer()
+    start = clock()
     for _ in range(steps):
         step()
-    return steps * batch_size / (benchmark.timer() - start)
+    return steps * batch_size / (clock() - start)

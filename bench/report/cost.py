@@ -135,8 +135,9 @@ def speed_table(run: Run) -> Table | None:
             f"fixed number of RoIs per image is the controlled comparison; trained weights (seed "
             f"{run.seeds[0]}'s checkpoint, on validation images, post-processing as evaluated) is what a user "
             f"would see, and keeps another number of boxes. {_memory_note(m)} "
-            f"Training images/s at batch {run.config['profile']['train']['batch_size']}: a measured step on random "
-            f"images, and this run's training loop (data loading included; mean over seeds)."
+            f"Training images/s: a measured step on random images at the batch of one process "
+            f"({_step_batch(run)}), and this run's training loop over all its processes (data loading included; "
+            f"mean over seeds)."
         ),
         formats=dict.fromkeys(memory.values(), ".0f") | {step: ".2f", loop: ".2f", kept: ".1f"},
     )
@@ -144,10 +145,23 @@ def speed_table(run: Run) -> Table | None:
 
 def _memory_note(measurements: pd.DataFrame) -> str:
     if "peak_mem_mb" in measurements and measurements["peak_mem_mb"].notna().any():
-        return ("Peak memory: torch.cuda.max_memory_allocated during one call, in MiB (weights, inputs and, for a "
-                "training step, optimizer state included).")
+        return ("Peak memory: torch.cuda.max_memory_allocated during one call above what was allocated before it, "
+                "in MiB (weights, inputs and, for a training step, optimizer state are `base_mem_mb` in "
+                "measurements.csv), so that it does not depend on what was measured before.")
     return ("Peak memory: the largest increase of the process's resident set during one call, in MiB: a lower "
             "bound of the call's working memory, not comparable with GPU figures.")
+
+
+def _step_batch(run: Run) -> str:
+    """The training step's batch as measured: per GPU of the global batch where they differ (older runs
+    measured the global batch and did not record it apart)."""
+    per_gpu = measured(run.measurements, "batch_size", target="train_step")
+    total = measured(run.measurements, "global_batch_size", target="train_step")
+    if np.isnan(per_gpu):
+        return f"batch {run.config['profile']['train']['batch_size']}"
+    if np.isnan(total) or total == per_gpu:
+        return f"batch {per_gpu:.0f}"
+    return f"batch {per_gpu:.0f} of a global {total:.0f}"
 
 
 def _plus_minus(median: float, iqr: float) -> str | float:
@@ -156,9 +170,9 @@ def _plus_minus(median: float, iqr: float) -> str | float:
 
 _LATENCY_COLUMNS = {
     "backbone": "backbone", "target": "target", "metric": "metric", "device_name": "device", "dtype": "dtype",
-    "channels_last": "channels_last", "compiled": "compiled", "batch_size": "batch", "input_size": "input (px)", "threads": "threads",
+    "channels_last": "channels_last", "compiled": "compiled", "compiled_graphs": "graphs", "batch_size": "batch", "input_size": "input (px)", "threads": "threads",
     "latency_ms_median": "latency median (ms)", "latency_ms_iqr": "latency IQR (ms)", "images_per_s": "images/s",
-    "num_rois": "RoIs per image", "num_detections": "boxes kept per image",
+    "num_rois": "RoIs per image", "num_detections": "boxes kept per image", "note": "note",
 }
 
 
@@ -171,8 +185,9 @@ def latency_table(run: Run) -> Table | None:
         "latency", "Latency and throughput, every measured setting",
         rows.reindex(columns=list(_LATENCY_COLUMNS)).rename(columns=_LATENCY_COLUMNS),
         note="Latency: median and interquartile range over timed blocks, in milliseconds per batch. "
-        "Throughput (training step): images per second.",
-        formats={"batch": ".0f", "input (px)": ".0f", "threads": ".0f", "latency median (ms)": ".2f",
+        "Throughput (training step): images per second. dtype `float32` ran with TF32 off, `tf32` with it on; "
+        "`graphs`: what torch.compile compiled (a row it did not compile says so in `note`).",
+        formats={"batch": ".0f", "graphs": ".0f", "input (px)": ".0f", "threads": ".0f", "latency median (ms)": ".2f",
                  "latency IQR (ms)": ".2f", "images/s": ".2f", "RoIs per image": ".0f", "boxes kept per image": ".1f"},
     )
 
