@@ -8,6 +8,7 @@ from .factory import SUPPORTED_BACKBONES, WeightsError, create_backbone, load_we
 from .names import BackboneError, BackboneName, check_backbone, create_model, init_seed, parse_backbone, split_backbones
 
 __all__ = [
-    "DetNet", "detnet59", "detnet59_noproj", "SUPPORTED_BACKBONES", "BackboneError", "WeightsError", "create_backbone", "load_weights_file", "read_weights_file",
+    "DetNet", "detnet59", "detnet59_noproj", "SUPPORTED_BACKBONES", "BackboneError", "WeightsError", "create_backbone",
+    "load_weights_file", "read_weights_file",
     "BackboneName", "check_backbone", "create_model", "init_seed", "parse_backbone", "split_backbones",
 ]

@@ -6,8 +6,8 @@ channels and strides, so the detector treats DetNet-59, ResNet or any timm model
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import timm
 import torch

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,7 +68,7 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
 def set_status(run_dir: str | Path, state: str, reason: str | None = None, **details: Any) -> None:
     """status.json: `running`, `finished`, `interrupted` or `failed` (with the reason), and when."""
     record = {"state": state, "reason": reason, **details,
-              "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "updated": datetime.now(UTC).isoformat(timespec="seconds")}
     write_json(Path(run_dir) / STATUS_FILE, record)
 
 

@@ -22,11 +22,10 @@ from backbones import init_seed, parse_backbone, split_backbones
 
 from . import checkpoint, comm, configure, data, detector, evaluate, measure, report, train
 from .analysis.receptive_field import receptive_field_rows
-from .evaluate_run import evaluate_model, trained_detector
-from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir
-from .cli import parse_seeds
+from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir, parse_seeds
 from .config import PROFILES, BackboneAudit, RunConfig
 from .errors import RANK_LOST, ConfigError, DataError, UsageError, UserError
+from .evaluate_run import evaluate_model, trained_detector
 from .files import set_status, write_csv, write_json, write_text
 
 CONFIG_FILE, METRICS_FILE, DATA_REPORT = "config.yaml", "metrics.csv", "data_report.json"
@@ -401,7 +400,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
         images = [datasets[1][i][0] for i in range(min(TIMED_VAL_IMAGES, len(datasets[1])))]
         measure.measure(cfg.backbones, cfg.profile, device, run_dir, datasets[1].num_classes, progress=progress,
                         weights=weights, trained={name: (models[0], images) for name, models in trained.items()},
-                        world_size=world)
+                        world_size=comm.world_size())
         finished = report.load_run(run_dir)  # one bootstrap for the report and the summary
         report.write_report(finished)
     comm.destroy()

@@ -310,7 +310,8 @@ def train(
                 model.train()
             if stopping:
                 save(iteration)
-                raise TrainingStopped(f"{desc}: stopped by {stop.name or 'a signal to another process'} after iteration {iteration}; checkpoint saved")
+                by = stop.name or "a signal to another process"
+                raise TrainingStopped(f"{desc}: stopped by {by} after iteration {iteration}; checkpoint saved")
             if cfg.checkpoint_every and iteration % cfg.checkpoint_every == 0 and iteration < cfg.iterations:
                 save(iteration)
         save(cfg.iterations)

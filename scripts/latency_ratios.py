@@ -25,8 +25,8 @@ from bench.measure import (
     cpu_model,
     detector_compute,
     detector_input,
-    inference_detector,
     infer,
+    inference_detector,
     pinned_threads,
     time_call,
 )

@@ -13,11 +13,21 @@ import pytest
 import torch
 from PIL import Image
 from pycocotools.coco import COCO
+
 from bench.config import DataSource, SyntheticConfig
-from bench.data import coco
 from bench.data import (
-    SYNTHETIC_CATEGORIES, CocoDetection, DataError, build_eval_loader, build_train_loader, coco_layout, collate,
-    epoch_batches, load_split, make_synthetic, skip_warnings,
+    SYNTHETIC_CATEGORIES,
+    CocoDetection,
+    DataError,
+    build_eval_loader,
+    build_train_loader,
+    coco,
+    coco_layout,
+    collate,
+    epoch_batches,
+    load_split,
+    make_synthetic,
+    skip_warnings,
 )
 
 

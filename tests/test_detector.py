@@ -6,12 +6,12 @@ import dataclasses
 import pytest
 import timm
 import torch
-from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.misc import FrozenBatchNorm2d
 
-from bench.config import get_profile
-from bench.detector import PyramidBackbone, LevelRoIAlign, build_detector
 from backbones import create_backbone
+from bench.config import get_profile
+from bench.detector import LevelRoIAlign, PyramidBackbone, build_detector
 
 BACKBONES = ("detnet59", "resnet50", "resnet101")
 IMAGE = 512  # large enough for an RoI of every level 2..5

@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,5 +98,5 @@ def collect_environment(device: torch.device = torch.device("cpu")) -> dict[str,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         **tf32_flags(),  # the process's defaults; float32 rows turn TF32 off, tf32 rows on
         "git_commit": git_commit(),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }

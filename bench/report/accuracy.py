@@ -14,7 +14,15 @@ import pandas as pd
 
 from ..bootstrap import METRICS
 from .intervals import (
-    ACCURACY_COLUMNS, LEVEL, LOCALISATION_COLUMNS, REPLICATES, intervals, pairs, run_spread, run_values, seed_values,
+    ACCURACY_COLUMNS,
+    LEVEL,
+    LOCALISATION_COLUMNS,
+    REPLICATES,
+    intervals,
+    pairs,
+    run_spread,
+    run_values,
+    seed_values,
     verdict_text,
 )
 from .load import Run, load_paper, percent

@@ -170,7 +170,8 @@ def _plus_minus(median: float, iqr: float) -> str | float:
 
 _LATENCY_COLUMNS = {
     "backbone": "backbone", "target": "target", "metric": "metric", "device_name": "device", "dtype": "dtype",
-    "channels_last": "channels_last", "compiled": "compiled", "compiled_graphs": "graphs", "batch_size": "batch", "input_size": "input (px)", "threads": "threads",
+    "channels_last": "channels_last", "compiled": "compiled", "compiled_graphs": "graphs", "batch_size": "batch",
+    "input_size": "input (px)", "threads": "threads",
     "latency_ms_median": "latency median (ms)", "latency_ms_iqr": "latency IQR (ms)", "images_per_s": "images/s",
     "num_rois": "RoIs per image", "num_detections": "boxes kept per image", "note": "note",
 }
