@@ -27,7 +27,7 @@ METRICS: tuple[str, ...] = (
     "AR50 small", "AR85 small", "AR50 large", "AR85 large", "mean AR",
 )
 
-CHUNK_BYTES = 256 * 2**20  # working memory of one batch of weighted accumulates
+CHUNK_BYTES = 4 * 2**20  # work per batch of weighted accumulates: cache-sized, fastest of 1 B-64 MiB measured
 
 
 @dataclass(eq=False)

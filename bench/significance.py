@@ -237,19 +237,19 @@ def image_variance(replicate_differences: np.ndarray) -> np.ndarray:
         return np.where(finite >= 2, np.nanvar(mean, axis=0, ddof=1), np.nan)
 
 
-def compare(evals_a: Sequence[ImageEval], evals_b: Sequence[ImageEval] | None, metrics: Sequence[str] = METRICS,
-            replicates: int = REPLICATES, rng_seed: int = 0) -> Comparison:
-    """a - b over paired seeds (evals_a[k] and evals_b[k] share a seed); b None: a against zero.
+def draw_values(evals: Sequence[ImageEval], replicates: int = REPLICATES, rng_seed: int = 0) -> np.ndarray:
+    """[evals, 1 + replicates, METRICS]: each evaluation's metrics on its images, then under each shared draw.
 
     Every evaluation must be on the same images (checked): one draw re-weights them all.
     """
-    if not evals_a or (evals_b is not None and len(evals_b) != len(evals_a)):
+    num_images = len(evals[0].image_ids) if evals else 0
+    weights = np.vstack([np.ones(num_images, np.int64), image_draws(num_images, replicates, rng_seed)])
+    return replicate_metrics(evals, weights)
+
+
+def comparison(values_a: np.ndarray, values_b: np.ndarray | None, metrics: Sequence[str] = METRICS) -> Comparison:
+    """a - b from `draw_values` rows of the same seeds in the same order [n, 1 + R, METRICS]; b None: a alone."""
+    if values_b is not None and values_b.shape != values_a.shape:
         raise ValueError("need one evaluation per seed for each detector")
-    everything = [*evals_a, *(evals_b or [])]
-    weights = np.vstack([np.ones(len(evals_a[0].image_ids), np.int64),
-                         image_draws(len(evals_a[0].image_ids), replicates, rng_seed)])
-    values = replicate_metrics(everything, weights)  # [evals, 1 + R, METRICS]
-    columns = [METRICS.index(name) for name in metrics]
-    n = len(evals_a)
-    differences = (values[:n] - values[n:] if evals_b is not None else values)[..., columns]
+    differences = (values_a if values_b is None else values_a - values_b)[..., [METRICS.index(m) for m in metrics]]
     return Comparison(tuple(metrics), differences[:, 0], image_variance(differences[:, 1:]))
