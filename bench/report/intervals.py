@@ -102,7 +102,8 @@ def intervals(run: Run) -> Intervals:
             return Comparison(metrics, per_seed[0] - (per_seed[1] if len(per_seed) > 1 else 0.0),
                               np.full(len(metrics), np.nan))
 
-        single = {name: compare((name,), METRICS) for name in run.finished}
+        single = {name: compare((name,), METRICS) for name in run.finished
+                  if all((name, s) in drawn for s in run.finished_seeds(name))}
         paired = {pair: compare(pair, COMPARED) for pair in pairs(run.finished) if run.finished_seeds(*pair)}
         run.cache["intervals"] = Intervals(single, paired)
     return run.cache["intervals"]
