@@ -39,7 +39,6 @@ POWER = 0.8
 MAX_SEEDS = 100  # the seeds-needed search stops here
 SEED_VARIANCE_BOUND = 0.75  # df from this one-sided upper confidence bound of s^2
 UNDEFINED = "undefined"
-NOT_RESOLVED = f"not resolved at {LEVEL:.0%}"
 
 
 def provisional(seeds: int) -> str:
