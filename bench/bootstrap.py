@@ -1,16 +1,15 @@
-"""Confidence intervals for the difference between two detectors' COCO box metrics.
+"""COCO box metrics of a detector under re-weighted validation images: the image half of the noise.
 
-One COCO number hides two sources of noise: which validation images were drawn and which
-training seed was used. The paired two-level bootstrap here resamples both (seeds, then
-images, the same draws for both detectors). Re-running pycocotools per replicate is far
-too slow, so `ImageEval` keeps the per-detection outcome of `COCOeval.evaluate()` and
-`Accumulator` redoes `COCOeval.accumulate()` (maxDets=100) for integer image weights in
-a few vectorised numpy passes; with unit weights it reproduces pycocotools exactly.
+A COCO number depends on which validation images were drawn. `bench.significance` measures
+that by re-weighting the images (a bootstrap draw), which needs COCO's metrics for hundreds of
+weightings. Re-running pycocotools per weighting is far too slow, so `ImageEval` keeps the
+per-detection outcome of `COCOeval.evaluate()` and `Accumulator` redoes `COCOeval.accumulate()`
+(maxDets=100) for a batch of integer image weightings in a few vectorised numpy passes; with
+unit weights it reproduces pycocotools exactly.
 """
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from os import PathLike
 from typing import TYPE_CHECKING
@@ -34,7 +33,7 @@ _TABLES_3_4 = [f"{kind}{iou} {size}" for kind in ("AP", "AR") for size in TABLE_
 _TABLES_3_4 += [f"mean AR {size}" for size in TABLE_SIZES[1:]]  # "mean AR" (all sizes) is already listed
 METRICS += tuple(name for name in _TABLES_3_4 if name not in METRICS)  # appended: earlier indices stay
 
-MetricFn = Callable[[int, np.ndarray], np.ndarray]
+CHUNK_BYTES = 4 * 2**20  # work per batch of weighted accumulates: cache-sized, fastest of 1 B-64 MiB measured
 
 
 @dataclass(eq=False)
@@ -153,63 +152,91 @@ class Accumulator:
         self.slot_value += (np.arange(T) * N)[:, None]  # flat index into [T, N]
 
     def __call__(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """precision [T, R, K, A] and recall [T, K, A], with each image counted weights[i] times."""
-        (T, R, K, A), (S, N) = self.shape, (self.active.size, self.image.size)
+        """precision [T, R, K, A] and recall [T, K, A], with each image counted weights[i] times.
+
+        `weights` [B, I] (a batch of draws) gives precision [B, T, R, K, A] and recall [B, T, K, A],
+        the same values as one call per row; `chunks` yields them a few rows at a time.
+        """
         w = np.ones(self.num_gt.shape[1], np.int64) if weights is None else np.asarray(weights)
-        if w.shape != self.num_gt.shape[1:] or np.any(w < 0) or np.any(w != np.round(w)):
-            raise ValueError(f"weights must be {self.num_gt.shape[1]} non-negative integer counts")
-        w = w.astype(np.int64)
-        npig_all = self.num_gt @ w  # weighted non-ignored gt per (k, a)
-        npig = npig_all[self.active]
-        counted = self.flags * w[self.image]
-        cum = np.zeros((2 * T, N + 1), dtype=np.int64)
-        np.cumsum(counted, axis=1, out=cum[:, 1:])
-        base = cum[:, self.start]  # [2T, S] counts before each segment
-        total = cum[:T, self.last] - base[:T]  # [T, S] tp per segment
+        parts = list(self.chunks(w))
+        precision, recall = parts[0] if len(parts) == 1 else (np.concatenate(arrays) for arrays in zip(*parts))
+        return (precision, recall) if w.ndim == 2 else (precision[0], recall[0])
+
+    def chunks(self, weights: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(precision, recall) for successive row blocks of weights [B, I], about CHUNK_BYTES of work each."""
+        num_images = self.num_gt.shape[1]
+        w = np.asarray(weights)
+        if w.ndim not in (1, 2) or w.shape[-1] != num_images or np.any(w < 0) or np.any(w != np.round(w)):
+            raise ValueError(f"weights must be {num_images} non-negative integer counts (or rows of them)")
+        batch = w.astype(np.int64).reshape(-1, num_images)
+        (T, R, K, A), N = self.shape, self.image.size
+        rows = max(1, CHUNK_BYTES // (8 * T * max(12 * N, R * K * A)))
+        for i in range(0, len(batch), rows):
+            yield self._batch(batch[i:i + rows])
+
+    def _batch(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every row of w [B, I] at once: the arrays of one weighting with a leading B axis."""
+        (T, R, K, A), (S, N), B = self.shape, (self.active.size, self.image.size), len(w)
+        npig_all = w @ self.num_gt.T  # [B, K*A] weighted non-ignored gt
+        npig = npig_all[:, self.active]
+        counted = self.flags[None] * w[:, self.image][:, None, :]  # [B, 2T, N]
+        cum = np.zeros((B, 2 * T, N + 1), dtype=np.int64)
+        np.cumsum(counted, axis=2, out=cum[..., 1:])
+        base = cum[..., self.start]  # [B, 2T, S] counts before each segment
+        total = cum[:, :T, self.last] - base[:, :T]  # [B, T, S] tp per segment
         # Per-segment cumulative tp/fp and the precision curve, as pycocotools computes it.
-        local = cum[:, 1:] - np.repeat(base, self.last + 1 - self.start, axis=1)
-        key = np.empty((T, N), dtype=np.complex128)
+        local = cum[..., 1:] - np.repeat(base, self.last + 1 - self.start, axis=2)
+        key = np.empty((B, T, N), dtype=np.complex128)
         key.real = self.key_real
-        key.imag = local[:T] / (local[T:] + local[:T] + np.spacing(1))
-        key.imag[:, self.last] = 0.0
+        key.imag = local[:, :T] / (local[:, T:] + local[:, :T] + np.spacing(1))
+        key.imag[..., self.last] = 0.0
         # complex maximum is lexicographic: an exact running max restarted per segment
-        envelope = np.maximum.accumulate(key[:, ::-1], axis=1)[:, ::-1].imag.ravel()
+        envelope = np.maximum.accumulate(key[..., ::-1], axis=2)[..., ::-1].imag.ravel()
         # searchsorted(rc, recThrs, 'left') with rc = tp / npig is the first detection whose
-        # tp count reaches need[s, r], the least integer j with j / npig >= recThr. Looked
-        # up once per distinct (s, need) pair, then spread over the R thresholds.
-        need = _min_counts(npig, self.rec_thresholds)  # [S, R]
-        new = np.ones((S, R), dtype=bool)
-        new[:, 1:] = need[:, 1:] != need[:, :-1]
+        # tp count reaches need[b, s, r], the least integer j with j / npig >= recThr. Looked
+        # up once per distinct (b, s, need), then spread over the R thresholds.
+        need = _min_counts(npig, self.rec_thresholds)  # [B, S, R]
+        new = np.ones((B, S, R), dtype=bool)
+        new[..., 1:] = need[..., 1:] != need[..., :-1]
         pairs = np.flatnonzero(new)
-        pair_seg = pairs // R
-        slot_counts = np.ones((T, N + S), dtype=np.int64)
-        slot_counts[:, self.slot] = counted[:T]
-        slot_counts[:, self.slot[self.last]] = 1
-        table = np.repeat(self.slot_value.ravel(), slot_counts.ravel())
-        row_start = np.concatenate([[0], np.cumsum(cum[:T, -1] + 2 * S)[:-1]])
-        seg_start = row_start[:, None] + base[:T] + 2 * np.arange(S)  # [T, S]
-        level = np.minimum(need.ravel()[pairs], total[:, pair_seg] + 1)  # [T, pairs]
-        # Columns: one per pair, then 0 (gt but no counted detection), then -1 (no gt).
-        q = np.empty((T, pairs.size + 2))
-        q[:, :-2] = envelope[table[seg_start[:, pair_seg] + level]]
-        q[:, -2:] = 0.0, -1.0
-        which = np.full((R, K * A), pairs.size)
-        which[:, self.active] = (np.cumsum(new.ravel()) - 1).reshape(S, R).T
-        which[:, npig_all == 0] = pairs.size + 1
-        recall = np.zeros((T, K * A))
-        recall[:, self.active] = total / np.maximum(npig, 1)
-        recall[:, npig_all == 0] = -1.0
-        return np.take(q, which, axis=1).reshape(T, R, K, A), recall.reshape(T, K, A)
+        pair_row, pair_seg = pairs // (S * R), pairs // R % S
+        slot_counts = np.ones((B, T, N + S), dtype=np.int64)
+        slot_counts[..., self.slot] = counted[:, :T]
+        slot_counts[..., self.slot[self.last]] = 1
+        slot_value = self.slot_value[None] + (np.arange(B) * T * N)[:, None, None]  # flat index into [B, T, N]
+        table = np.repeat(slot_value.ravel(), slot_counts.ravel())
+        row_start = np.concatenate([[0], np.cumsum(cum[:, :T, -1] + 2 * S)[:-1]]).reshape(B, T)
+        seg_start = (row_start[..., None] + base[:, :T] + 2 * np.arange(S)).transpose(1, 0, 2)  # [T, B, S]
+        level = np.minimum(need.ravel()[pairs], total.transpose(1, 0, 2)[:, pair_row, pair_seg] + 1)  # [T, pairs]
+        found = envelope[table[seg_start[:, pair_row, pair_seg] + level]]
+        # Spread per row (a gather from that row's few columns stays in cache): one column per
+        # pair, then 0 (gt but no counted detection), then -1 (no gt).
+        bounds = np.searchsorted(pair_row, np.arange(B + 1))
+        pair_index = (np.cumsum(new.reshape(B, -1), axis=1) - 1).reshape(B, S, R).transpose(0, 2, 1)
+        precision = np.empty((B, T, R, K * A))
+        for b in range(B):
+            count = bounds[b + 1] - bounds[b]
+            q = np.empty((T, count + 2))
+            q[:, :-2] = found[:, bounds[b]:bounds[b + 1]]
+            q[:, -2:] = 0.0, -1.0
+            which = np.full((R, K * A), count)
+            which[:, self.active] = pair_index[b]
+            which[:, npig_all[b] == 0] = count + 1
+            np.take(q, which, axis=1, out=precision[b])
+        recall = np.zeros((B, T, K * A))
+        recall[..., self.active] = total / np.maximum(npig, 1)[:, None, :]
+        recall = np.where((npig_all == 0)[:, None, :], -1.0, recall)
+        return precision.reshape(B, T, R, K, A), recall.reshape(B, T, K, A)
 
 
 def _min_counts(npig: np.ndarray, rec_thresholds: np.ndarray) -> np.ndarray:
-    """Least integer j with float(j) / npig >= recThr, per segment and threshold [S, R].
+    """Least integer j with float(j) / npig >= recThr, per segment and threshold [..., S, R].
 
     ceil(thr * npig) in floating point is within one of it, so one exact step down and
     one up find it.
     """
-    n = np.maximum(npig, 1)[:, None].astype(np.float64)
-    thr = np.asarray(rec_thresholds, dtype=np.float64)[None, :]
+    n = np.maximum(npig, 1)[..., None].astype(np.float64)
+    thr = np.asarray(rec_thresholds, dtype=np.float64)
     j = np.ceil(thr * n)
     j -= (j >= 1) & ((j - 1) / n >= thr)
     j += j / n < thr
@@ -228,87 +255,48 @@ def _index(values: np.ndarray, target: float) -> int:
     return int(hits[0])
 
 
-def _mean_valid(s: np.ndarray) -> float:
-    """summarize's mean over entries > -1, in percent; NaN where it would print -1."""
-    valid = s[s > -1]
-    return float(np.mean(valid)) * 100 if valid.size else float("nan")
+def _mean_valid(s: np.ndarray) -> np.ndarray:
+    """summarize's mean over entries > -1 per row of s [B, ...], in percent; NaN where it would print -1."""
+    valid = s > -1
+    count = valid.reshape(len(s), -1).sum(axis=1)
+    total = np.where(valid, s, 0.0).reshape(len(s), -1).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count * 100, np.nan)
+
+
+def metric_matrix(precision: np.ndarray, recall: np.ndarray, area_labels: Sequence[str],
+                  iou_thresholds: np.ndarray) -> np.ndarray:
+    """[B, METRICS] in percent from a batch of precision [B, T, R, K, A] and recall [B, T, K, A]."""
+    a = {label: n for n, label in enumerate(area_labels)}
+    t = {x: _index(np.asarray(iou_thresholds), x / 100) for x in (75, *TABLE_IOUS)}
+    p = precision
+    s = {"AP": p[..., a["all"]], "AP50": p[:, t[50], ..., a["all"]], "AP75": p[:, t[75], ..., a["all"]],
+         "APs": p[..., a["small"]], "APm": p[..., a["medium"]], "APl": p[..., a["large"]],
+         "mean AR": recall[..., a["all"]]}
+    s |= {f"AP{x} {lb}": p[:, t[x], ..., a[lb]] for lb in TABLE_SIZES for x in TABLE_IOUS}
+    s |= {f"AR{x} {lb}": recall[:, t[x], :, a[lb]] for lb in TABLE_SIZES for x in TABLE_IOUS}
+    s |= {f"mean AR {lb}": recall[..., a[lb]] for lb in TABLE_SIZES[1:]}
+    return np.stack([_mean_valid(s[name]) for name in METRICS], axis=1)
 
 
 def metric_values(precision: np.ndarray, recall: np.ndarray, area_labels: Sequence[str],
                   iou_thresholds: np.ndarray) -> dict[str, float]:
     """The METRICS, in percent, from accumulate's precision [T, R, K, A] and recall [T, K, A]."""
-    a = {label: n for n, label in enumerate(area_labels)}
-    t = {x: _index(np.asarray(iou_thresholds), x / 100) for x in (75, *TABLE_IOUS)}
-    p = precision
-    s = {"AP": p[..., a["all"]], "AP50": p[t[50], ..., a["all"]], "AP75": p[t[75], ..., a["all"]],
-         "APs": p[..., a["small"]], "APm": p[..., a["medium"]], "APl": p[..., a["large"]],
-         "mean AR": recall[..., a["all"]]}
-    s |= {f"AP{x} {lb}": p[t[x], ..., a[lb]] for lb in TABLE_SIZES for x in TABLE_IOUS}
-    s |= {f"AR{x} {lb}": recall[t[x], :, a[lb]] for lb in TABLE_SIZES for x in TABLE_IOUS}
-    s |= {f"mean AR {lb}": recall[..., a[lb]] for lb in TABLE_SIZES[1:]}
-    return {name: _mean_valid(s[name]) for name in METRICS}
+    row = metric_matrix(precision[None], recall[None], area_labels, iou_thresholds)[0]
+    return {name: float(value) for name, value in zip(METRICS, row)}
 
 
-@dataclass
-class Interval:
-    """Point difference (a - b) per metric and its bootstrap percentile interval."""
+def replicate_metrics(evals: Sequence[ImageEval], weights: np.ndarray) -> np.ndarray:
+    """[len(evals), B, METRICS]: each evaluation's metrics under every image weighting weights [B, I].
 
-    difference: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-    seeds: int
-    replicates: int
-    level: float = 0.95
-
-
-def paired_bootstrap(metric_a: MetricFn, metric_b: MetricFn, num_seeds: int, num_images: int,
-                     replicates: int = 1000, level: float = 0.95, rng_seed: int = 0) -> Interval:
-    """Percentile interval for mean-over-seeds(metric_a - metric_b).
-
-    Each replicate draws seeds with replacement and one multinomial image resample that
-    every drawn seed and both detectors share: seeds and images are crossed factors, and
-    pairing cancels what the two detectors have in common.
+    Every evaluation must be on the same images in the same order, since one weight vector
+    stands for one draw of images for all of them.
     """
-    if num_seeds < 1 or num_images < 1 or replicates < 1:
-        raise ValueError("need at least one seed, one image and one replicate")
-    rng = np.random.default_rng(rng_seed)
-    ones = np.ones(num_images, dtype=np.int64)
-    difference = np.mean([metric_a(s, ones) - metric_b(s, ones) for s in range(num_seeds)], axis=0)
-    stats = np.empty((replicates, difference.size))
-    for r in range(replicates):
-        seeds, counts = np.unique(rng.integers(num_seeds, size=num_seeds), return_counts=True)
-        weights = np.bincount(rng.integers(num_images, size=num_images), minlength=num_images)
-        diffs = np.array([metric_a(s, weights) - metric_b(s, weights) for s in seeds])
-        stats[r] = counts @ diffs / num_seeds
-    with warnings.catch_warnings():  # a metric NaN in every replicate stays NaN, quietly
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanpercentile(stats, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    return Interval(difference, low, high, num_seeds, replicates, level)
-
-
-def verdict(interval: Interval, index: int, seeds: int | None = None) -> str:
-    """Plain-words reading of metric `index`; `seeds` defaults to `interval.seeds`."""
-    if (interval.seeds if seeds is None else seeds) < 2:
-        return "training noise not measured"
-    if interval.low[index] > 0:
-        return "ahead"
-    if interval.high[index] < 0:
-        return "behind"
-    return f"not resolved at {round(interval.level * 100, 6):g}%"
-
-
-def coco_metric_fn(evals: Sequence[ImageEval]) -> MetricFn:
-    """metric(s, weights) -> the METRICS vector of evals[s], for `paired_bootstrap`."""
     if not evals:
         raise ValueError("need at least one ImageEval")
     for ev in evals[1:]:
         if not np.array_equal(ev.image_ids, evals[0].image_ids):
             raise ValueError("evaluations are on different validation images")
-    accumulators = [Accumulator(ev) for ev in evals]
-
-    def metric(s: int, weights: np.ndarray) -> np.ndarray:
-        ev = evals[s]
-        values = metric_values(*accumulators[s](weights), ev.area_labels, ev.iou_thresholds)
-        return np.array([values[name] for name in METRICS])
-
-    return metric
+    return np.stack([np.concatenate([metric_matrix(*arrays, ev.area_labels, ev.iou_thresholds)
+                                     for arrays in Accumulator(ev).chunks(np.atleast_2d(weights))])
+                     for ev in evals])

@@ -1,4 +1,4 @@
-"""bench.bootstrap: a weighted COCO accumulate that matches pycocotools, and the paired bootstrap."""
+"""bench.bootstrap: a weighted, batched COCO accumulate that matches pycocotools."""
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +6,6 @@ import copy
 import dataclasses
 import io
 import json
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +17,10 @@ from bench.bootstrap import (
     METRICS,
     Accumulator,
     ImageEval,
-    Interval,
     _min_counts,
     accumulate,
-    coco_metric_fn,
     metric_values,
-    paired_bootstrap,
-    verdict,
+    replicate_metrics,
 )
 
 DATA = Path(__file__).resolve().parent / "data" / "coco-val2014-100"
@@ -179,13 +174,37 @@ def test_save_load_round_trip(image_eval: ImageEval, tmp_path: Path) -> None:
         assert np.array_equal(got, want)
 
 
-def test_coco_metric_fn(coco_gt: COCO, detections: list[dict], cocoeval: COCOeval,
-                        image_eval: ImageEval) -> None:
-    metric = coco_metric_fn([image_eval, image_eval])
-    ones = np.ones(len(image_eval.image_ids), dtype=np.int64)
+def test_a_batch_equals_one_call_per_weighting(image_eval: ImageEval, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of a batch, split into several chunks, give exactly what one call per row gives."""
+    num_images = len(image_eval.image_ids)
+    rng = np.random.default_rng(11)
+    weights = np.vstack([np.ones(num_images, np.int64), np.zeros(num_images, np.int64),
+                         rng.multinomial(num_images, np.full(num_images, 1 / num_images), size=5),
+                         rng.integers(0, 3, size=(2, num_images))])
+    acc = Accumulator(image_eval)
+    monkeypatch.setattr("bench.bootstrap.CHUNK_BYTES", 1)  # one row per chunk
+    assert len(list(acc.chunks(weights))) == len(weights)
+    monkeypatch.setattr("bench.bootstrap.CHUNK_BYTES", 3 * 8 * 10 * 101 * 320)  # three rows per chunk
+    assert len(list(acc.chunks(weights))) == 3
+    precision, recall = acc(weights)
+    assert precision.shape == (len(weights), 10, 101, 80, 4) and recall.shape == (len(weights), 10, 80, 4)
+    for row, w in enumerate(weights):
+        single_p, single_r = acc(w)
+        assert np.array_equal(precision[row], single_p) and np.array_equal(recall[row], single_r), row
+    with pytest.raises(ValueError):
+        acc(np.ones((2, 3, num_images)))
+
+
+def test_replicate_metrics(coco_gt: COCO, detections: list[dict], cocoeval: COCOeval,
+                           image_eval: ImageEval) -> None:
+    ones = np.ones((1, len(image_eval.image_ids)), dtype=np.int64)
     expected = metric_values(cocoeval.eval["precision"][..., -1], cocoeval.eval["recall"][..., -1],
                              image_eval.area_labels, image_eval.iou_thresholds)
-    assert np.array_equal(metric(1, ones), np.array([expected[m] for m in METRICS]), equal_nan=True)
+    values = replicate_metrics([image_eval, image_eval], np.vstack([ones, 2 * ones]))
+    assert values.shape == (2, 2, len(METRICS))
+    assert np.array_equal(values[1, 0], np.array([expected[m] for m in METRICS]), equal_nan=True)
+    # every image counted twice: the same precision and recall curves
+    np.testing.assert_allclose(values[0, 1], values[0, 0], rtol=1e-12)
     # an evaluation on other images is refused
     fewer = coco_gt.getImgIds()[:50]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -193,133 +212,4 @@ def test_coco_metric_fn(coco_gt: COCO, detections: list[dict], cocoeval: COCOeva
         other.params.imgIds = fewer
         other.evaluate()
     with pytest.raises(ValueError, match="different validation images"):
-        coco_metric_fn([image_eval, ImageEval.from_cocoeval(other)])
-
-
-def test_bootstrap_on_coco(coco_gt: COCO, detections: list[dict], image_eval: ImageEval) -> None:
-    """A detector that keeps only its higher-scoring half of the boxes is behind on recall."""
-    cut = np.median([d["score"] for d in detections])
-    weaker = ImageEval.from_cocoeval(
-        run_cocoeval(coco_gt, [copy.deepcopy(d) for d in detections if d["score"] >= cut]))
-    num_images = len(image_eval.image_ids)
-    same = coco_metric_fn([image_eval, image_eval])
-    interval = paired_bootstrap(same, same, 2, num_images, replicates=20)
-    assert np.array_equal(interval.low, np.zeros(len(METRICS)))
-    assert np.array_equal(interval.high, np.zeros(len(METRICS)))
-    interval = paired_bootstrap(same, coco_metric_fn([weaker, weaker]), 2, num_images, replicates=40)
-    assert np.all(interval.low <= interval.difference) and np.all(interval.difference <= interval.high)
-    mean_ar = METRICS.index("mean AR")
-    assert interval.difference[mean_ar] > 0
-    assert verdict(interval, mean_ar) == "ahead"
-
-
-def image_metric(values: np.ndarray) -> Callable[[int, np.ndarray], np.ndarray]:
-    """metric(s, weights): per seed, weighted means over images of values[s] [I, M]."""
-    return lambda s, w: w @ values[s] / w.sum()
-
-
-def test_identical_detectors_give_zero_interval() -> None:
-    values = np.random.default_rng(1).normal(size=(4, 30, 3))
-    metric = image_metric(values)
-    interval = paired_bootstrap(metric, metric, num_seeds=4, num_images=30, replicates=200)
-    for field in (interval.difference, interval.low, interval.high):
-        assert np.array_equal(field, np.zeros(3))
-    assert (interval.seeds, interval.replicates) == (4, 200)
-
-
-def test_constant_shift_gives_exact_interval() -> None:
-    rng = np.random.default_rng(2)
-    values, offsets = rng.normal(size=(5, 40, 3)), rng.normal(size=(5, 3))
-    shift = np.array([0.5, -1.25, 3.0])
-
-    def metric_a(s: int, w: np.ndarray) -> np.ndarray:
-        return w @ values[s] / w.sum() + offsets[s]
-
-    interval = paired_bootstrap(metric_a, lambda s, w: metric_a(s, w) - shift, 5, 40, replicates=300)
-    for field in (interval.difference, interval.low, interval.high):
-        np.testing.assert_allclose(field, shift, rtol=0, atol=1e-12)
-
-
-def test_seed_noise_widens_interval_and_one_seed_cannot_see_it() -> None:
-    noise = np.random.default_rng(3).normal(size=(6, 2))
-    base = np.array([40.0, 20.0])
-
-    def interval_for(scale: float, seeds: int = 6) -> Interval:
-        return paired_bootstrap(lambda s, w: base + scale * noise[s], lambda s, w: base,
-                                seeds, 25, replicates=300)
-
-    narrow, wide = interval_for(1.0), interval_for(3.0)
-    np.testing.assert_allclose(wide.difference, 3 * noise.mean(axis=0), atol=1e-12)
-    assert np.all(narrow.high - narrow.low > 0)
-    # same draws, so the width follows the seed spread exactly
-    np.testing.assert_allclose(wide.high - wide.low, 3 * (narrow.high - narrow.low), rtol=1e-9)
-    single = interval_for(3.0, seeds=1)
-    assert np.array_equal(single.low, single.high) and np.array_equal(single.low, single.difference)
-    assert verdict(single, 0) == "training noise not measured"
-
-
-def test_seeds_drawn_twice_count_twice() -> None:
-    """With metric_a(s) one-hot in s, a replicate is each seed's share of the 5 draws:
-    Binomial(5, 1/5) / 5, so 0 at the 2.5th percentile and 3/5 at the 97.5th."""
-    interval = paired_bootstrap(lambda s, w: np.eye(5)[s], lambda s, w: np.zeros(5), 5, 10,
-                                replicates=1000, rng_seed=5)
-    np.testing.assert_allclose(interval.difference, np.full(5, 0.2), atol=1e-15)
-    assert np.array_equal(interval.low, np.zeros(5))
-    np.testing.assert_allclose(interval.high, np.full(5, 0.6), atol=1e-12)
-
-
-def test_image_bootstrap_of_a_mean_matches_normal_theory() -> None:
-    x = np.random.default_rng(4).normal(size=(1, 400, 1))
-    interval = paired_bootstrap(image_metric(x), lambda s, w: np.zeros(1), 1, 400, replicates=2000)
-    half_width = 1.96 * x.std() / np.sqrt(400)
-    assert interval.difference[0] == pytest.approx(x.mean(), abs=1e-12)
-    assert (interval.high[0] - interval.low[0]) / 2 == pytest.approx(half_width, rel=0.1)
-    assert interval.low[0] < x.mean() < interval.high[0]
-
-
-def test_replicate_shares_one_image_draw_and_evaluates_each_seed_once() -> None:
-    calls: list[tuple[str, int, bytes]] = []
-
-    def recorder(name: str) -> Callable[[int, np.ndarray], np.ndarray]:
-        def metric(s: int, w: np.ndarray) -> np.ndarray:
-            assert w.sum() == 20 and w.dtype.kind == "i"
-            calls.append((name, s, w.tobytes()))
-            return np.array([float(s), w[0]])
-        return metric
-
-    interval = paired_bootstrap(recorder("a"), recorder("b"), 5, 20, replicates=50, rng_seed=9)
-    by_draw: dict[bytes, list[tuple[str, int]]] = {}
-    for name, s, draw in calls:
-        by_draw.setdefault(draw, []).append((name, s))
-    assert len(by_draw) == 51  # the point estimate's ones, then one draw per replicate
-    fewer_seeds = 0
-    for seen in by_draw.values():
-        seeds_a = [s for name, s in seen if name == "a"]
-        assert len(seeds_a) == len(set(seeds_a)) and sorted(seeds_a) == sorted(s for n, s in seen if n == "b")
-        fewer_seeds += len(seeds_a) < 5
-    assert fewer_seeds > 0  # seeds are drawn with replacement
-    again = paired_bootstrap(recorder("a"), recorder("b"), 5, 20, replicates=50, rng_seed=9)
-    assert np.array_equal(again.low, interval.low) and np.array_equal(again.high, interval.high)
-
-
-def test_nan_replicates_are_left_out_quietly() -> None:
-    """A metric undefined in some resamples (no ground truth drawn) or in all of them."""
-    def metric_a(s: int, w: np.ndarray) -> np.ndarray:
-        return np.array([1.0 if w[0] else np.nan, np.nan])
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        interval = paired_bootstrap(metric_a, lambda s, w: np.zeros(2), 2, 3, replicates=100)
-    assert (interval.low[0], interval.high[0]) == (1.0, 1.0)
-    assert np.isnan(interval.low[1]) and np.isnan(interval.high[1]) and np.isnan(interval.difference[1])
-
-
-def test_verdict_strings() -> None:
-    interval = Interval(difference=np.array([1.0, -1.0, 0.0, np.nan]),
-                        low=np.array([0.5, -2.0, -1.0, np.nan]),
-                        high=np.array([2.0, -0.5, 1.0, np.nan]), seeds=3, replicates=100)
-    assert [verdict(interval, i) for i in range(4)] == [
-        "ahead", "behind", "not resolved at 95%", "not resolved at 95%"]
-    assert verdict(interval, 0, seeds=1) == "training noise not measured"
-    assert verdict(Interval(interval.difference, interval.low, interval.high, 3, 100, level=0.9), 2) \
-        == "not resolved at 90%"
+        replicate_metrics([image_eval, ImageEval.from_cocoeval(other)], ones)

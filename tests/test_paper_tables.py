@@ -16,6 +16,7 @@ import yaml
 
 from bench import report
 from bench.report import paper_tables, plots
+from bench.report.intervals import seed_values
 from bench.report.load import load_paper
 
 COPIES = {"resnet50[output_stride=16]": 1.5, "resnet101": 1.8}  # name -> compute and latency factor
@@ -62,7 +63,7 @@ def test_tables_3_and_4_show_the_run_beside_every_paper_cell(four_backbones: Pat
                 row = frame.loc[(f"{name} (paper, {paper['label']})", size)]
                 expected = [cells[paper_tables.metric_name(kind, size, c)] for c in paper_tables.COLUMNS]
                 assert row.tolist() == expected
-        values = paper_tables.table_seed_values(run).groupby(level="backbone").mean()
+        values = seed_values(run).groupby(level="backbone").mean()
         for name in run.finished:
             row = frame.loc[(name, "medium")]
             expected = [values.at[name, paper_tables.metric_name(kind, "medium", c)] for c in paper_tables.COLUMNS]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -101,26 +102,64 @@ def test_unfinished_backbone_is_reported(smoke_run: Path, tmp_path: Path) -> Non
     assert "`seed0/resnet101/metrics.json`: resnet101 (seed 0) did not finish" in text
 
 
-def test_verdicts_hold_training_noise(smoke_run: Path) -> None:
-    """Two seeds: the differences table gives an interval and an ahead/behind/not-resolved verdict."""
-    table = pd.read_csv(smoke_run / "tables" / "differences.csv")
-    assert set(table["metric"]) >= {"AP", "APl", "AP85 large", "AR50 small", "mean AR"}
+def _check_verdicts(table: pd.DataFrame) -> None:
+    """Each row's verdict follows from its own difference, interval, p and seed count (the report's rules)."""
+    assert len(table) and "AP50 all" not in set(table["metric"])  # AP50 again: not a second test
+    for _, row in table.iterrows():
+        difference, low, high, p, seeds = (row[c] for c in ("difference (points)", "CI low", "CI high", "p", "seeds"))
+        assert row["role"] == ("primary" if row["metric"] == "AP" else "secondary")
+        if np.isnan(difference):
+            expected = "undefined"
+        elif seeds < 3:
+            expected = f"provisional ({seeds} seed{'s' if seeds > 1 else ''}; 3 needed)"
+        elif p < 0.05:
+            expected = "ahead" if difference > 0 else "behind"
+            assert low > 0 if difference > 0 else high < 0  # rejected (even after Holm): the interval excludes 0
+        else:
+            expected = "not resolved at 95%"
+            if row["role"] == "primary":  # unadjusted: not rejected means the interval holds 0
+                assert low <= 0 <= high
+        assert row["verdict"] == expected, row.to_dict()
+        if not np.isnan(difference):
+            assert low <= difference <= high
+        if row["verdict"] not in ("ahead", "behind"):
+            assert row["same direction as paper"] == "–"
+
+
+def test_two_seeds_are_provisional(smoke_run: Path) -> None:
+    """Two seeds: an interval with training and image noise, but a provisional verdict on every row."""
+    table = accuracy.differences_table(report.load_run(smoke_run)).frame
+    _check_verdicts(table)
     ap = table[table["metric"] == "AP"].iloc[0]
-    assert ap["seeds"] == 2 and ap["CI low"] <= ap["difference (points)"] + 0.05 <= ap["CI high"] + 0.1
-    assert ap["verdict"] in ("ahead", "behind", "not resolved at 95%")
+    assert ap["seeds"] == 2 and ap["verdict"] == "provisional (2 seeds; 3 needed)"
     text = (smoke_run / "report.md").read_text()
-    assert "## Verdict" in text and "detnet59 − resnet50: AP" in text and "training and evaluation noise" in text
+    assert "## Verdict" in text and "detnet59 − resnet50: AP" in text and "training and image noise" in text
+    assert "Seeds to resolve a true AP difference at 95% with 80% power" in text
+    assert set(pd.read_csv(smoke_run / "tables" / "differences.csv").columns) >= {"role", "p", "CI low", "verdict"}
 
 
-def test_one_seed_says_training_noise_not_measured(smoke_run: Path, tmp_path: Path) -> None:
+def test_three_seeds_give_verdicts_from_each_rows_interval(smoke_run: Path, tmp_path: Path) -> None:
+    """A third seed (a copy of seed 1's results): verdicts are given, each matching its own row."""
+    copy = _copy_inputs(smoke_run, tmp_path / "run")
+    shutil.copytree(copy / "seed1", copy / "seed2")
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["profile"]["seeds"] = [0, 1, 2]
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    table = accuracy.differences_table(report.load_run(copy)).frame
+    assert set(table["seeds"]) == {3}
+    _check_verdicts(table)
+    assert not any(v.startswith("provisional") for v in table["verdict"])
+
+
+def test_one_seed_holds_image_noise_only(smoke_run: Path, tmp_path: Path) -> None:
     copy = _copy_inputs(smoke_run, tmp_path / "run")
     config = yaml.safe_load((copy / "config.yaml").read_text())
     config["profile"]["seeds"] = [0]
     (copy / "config.yaml").write_text(yaml.safe_dump(config))
     text = report.write_report(copy).read_text()
     table = pd.read_csv(copy / "tables" / "differences.csv")
-    assert set(table["verdict"]) == {"training noise not measured"}
-    assert "evaluation noise only: training noise not measured" in text
+    assert set(table["verdict"]) <= {"provisional (1 seed; 3 needed)", "undefined"}
+    assert "image noise only: one seed cannot show training noise" in text
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -67,3 +67,14 @@ def test_gpu_script_parses_and_refuses_a_too_old_torch_in_one_line(tmp_path: Pat
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["error: torch 2.3.1+cu121 is older than 2.4, which detbench needs"]
     assert not (tmp_path / "out").exists()
+
+
+def test_calibration_prints_the_false_verdict_table() -> None:
+    """--quick: the old percentile interval calls a zero difference often, the new one never at 2 seeds."""
+    done = subprocess.run([sys.executable, "scripts/calibration.py", "--quick"], cwd=ROOT, capture_output=True,
+                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    rows = {line.split(" | ")[0].lstrip("| "): [float(x) for x in line.strip(" |").split(" | ")[1:]]
+            for line in done.stdout.splitlines()[3:]}
+    old_2, new_2, new_3, new_5 = (rows["training noise only"][i] for i in (0, 3, 4, 5))
+    assert old_2 > 0.3 and new_2 == 0.0  # two seeds: [min, max] of two differences; new: provisional
+    assert new_3 < 0.1 and new_5 < 0.1  # nominal 0.05 with 200 comparisons (Monte Carlo SE 0.015)

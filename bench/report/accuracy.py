@@ -12,18 +12,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..bootstrap import METRICS
+from ..significance import LEVEL, MIN_SEEDS, PRIMARY, REPLICATES
 from .intervals import (
     ACCURACY_COLUMNS,
-    LEVEL,
     LOCALISATION_COLUMNS,
-    REPLICATES,
     intervals,
-    pairs,
     run_spread,
     run_values,
     seed_values,
-    verdict_text,
 )
 from .load import Run, load_paper, percent
 from .table import MISSING, Table
@@ -111,35 +107,30 @@ def _paper_difference(a: str, b: str, metric: str, tables: tuple[str, ...]) -> t
     return np.nan, ""
 
 
-def _same_direction(ours: float, theirs: float) -> str:
-    if np.isnan(ours) or np.isnan(theirs):
+def _same_direction(verdict: str, ours: float, theirs: float) -> str:
+    """Only a resolved difference has a direction to compare."""
+    if verdict not in ("ahead", "behind") or np.isnan(theirs):
         return MISSING
-    if round(ours, 1) == 0:  # as printed: no difference to have a direction
-        return "no difference"
     return "yes" if np.sign(ours) == np.sign(theirs) else "no"
 
 
+# The rows of this table; Tables 3-4 (paper_tables.py) show the other compared metrics.
+DIFFERENCE_ROWS = tuple(name for name in ACCURACY_COLUMNS + LOCALISATION_COLUMNS if name != "AP50 all")
+
+
 def differences_table(run: Run) -> Table | None:
-    """Every pair, every accuracy and localisation metric: difference, interval, verdict, the paper's."""
-    found = intervals(run)
-    values = seed_values(run)
+    """Every pair, every compared metric: difference, interval, p, verdict (one Comparison per pair), the paper's."""
     sources = (like_for_like(run), "table3", "table4")
     rows = []
-    for a, b in pairs(run.finished):
-        seeds = run.finished_seeds(a, b)
-        if not seeds:
-            continue
-        interval = found.pairs.get((a, b))
-        for metric in ACCURACY_COLUMNS + LOCALISATION_COLUMNS:
-            ours = float(np.mean([values.at[(a, s), metric] - values.at[(b, s), metric] for s in seeds]))
-            low, high = (interval.low[METRICS.index(metric)], interval.high[METRICS.index(metric)]) if interval \
-                else (np.nan, np.nan)
+    for (a, b), comparison in intervals(run).pairs.items():
+        for metric in DIFFERENCE_ROWS:
+            r = comparison.result(metric)
             paper, label = _paper_difference(a, b, metric, sources)
             rows.append({
-                "pair": f"{a} − {b}", "metric": metric, "difference (points)": ours, "CI low": low, "CI high": high,
-                "seeds": len(seeds),
-                "verdict": verdict_text(interval, metric) if interval else "no interval (no evaluation.npz)",
-                "paper (points)": paper, "paper source": label, "same direction as paper": _same_direction(ours, paper),
+                "pair": f"{a} − {b}", "metric": metric, "role": r.role, "difference (points)": r.difference,
+                "CI low": r.low, "CI high": r.high, "p": r.p, "seeds": r.seeds, "verdict": r.verdict,
+                "paper (points)": paper, "paper source": label,
+                "same direction as paper": _same_direction(r.verdict, r.difference, paper),
             })
     if not rows:
         return None
@@ -147,15 +138,20 @@ def differences_table(run: Run) -> Table | None:
     return Table(
         "differences", f"Differences between backbones with {level} intervals (points)", pd.DataFrame(rows),
         note=(
-            f"Difference of the means over the seeds both backbones finished, in percentage points of AP or AR. "
-            f"{level} interval: paired two-level bootstrap ({REPLICATES} replicates): the seeds are resampled, then "
-            "the validation images, the same draws for both backbones, so the interval holds training noise and "
-            "evaluation noise. Verdict: ahead / behind when the interval excludes 0; with one seed, training noise "
-            "was not measured and no verdict is given. Paper: the paper's difference (like-for-like table first, "
-            "then Tables 3 and 4); 'same direction' compares signs only."
+            f"Mean over the seeds both backbones finished of the per-seed difference, in percentage points of AP or "
+            f"AR. {level} interval: difference ± t(df) × √(s²/n + V_img), s² the variance of the n per-seed "
+            f"differences (training noise), V_img the variance of the mean difference over {REPLICATES} bootstrap "
+            "draws of the validation images with the seeds held fixed, the same draw for every backbone and seed "
+            "(image noise); df by Welch-Satterthwaite from an upper confidence bound of s². With one seed the "
+            f"interval holds image noise only. {PRIMARY} is the pre-stated primary comparison; every other row is "
+            "secondary and its p is Holm-adjusted over every secondary metric of the pair (these rows and the cells of "
+            "Tables 3-4, one family). Verdict: ahead / behind when "
+            f"p < {1 - LEVEL:.2f} with at least {MIN_SEEDS} seeds; provisional with fewer (never ahead or behind); "
+            "undefined where the metric has no ground truth. Paper: the paper's difference (like-for-like table "
+            "first, then Tables 3 and 4); 'same direction' compares signs, for resolved rows only."
         ),
-        formats={"difference (points)": "+.1f", "CI low": "+.1f", "CI high": "+.1f", "paper (points)": "+.1f",
-                 "seeds": ".0f"},
+        formats={"difference (points)": "+.1f", "CI low": "+.1f", "CI high": "+.1f", "p": ".3g",
+                 "paper (points)": "+.1f", "seeds": ".0f"},
     )
 
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..bootstrap import METRICS
+import numpy as np
+
+from ..significance import LEVEL, POWER, PRIMARY, Comparison
 from .accuracy import like_for_like
 from .cost import measured_device
-from .intervals import LEVEL, intervals, verdict_text
+from .intervals import intervals
 from .load import Run, load_paper
 
 
@@ -87,16 +89,28 @@ def caveat(run: Run) -> str:
     )
 
 
+def _seeds_needed(comparison: Comparison) -> str:
+    """How many seeds would resolve the observed AP difference, 0.5 and 1.0 AP, from this run's noise."""
+    observed = comparison.result(PRIMARY).difference
+    needed = [(f"the observed {observed:+.1f}", comparison.seeds_needed(PRIMARY)),
+              *((f"{effect:.1f}", comparison.seeds_needed(PRIMARY, effect)) for effect in (0.5, 1.0))]
+    return (f"Seeds to resolve a true AP difference at {LEVEL:.0%} with {POWER:.0%} power, from this run's training "
+            "and image noise (noncentral t): " + ", ".join(f"{n} for {what}" for what, n in needed) + ".")
+
+
 def verdicts(run: Run) -> list[str]:
-    """One sentence per pair on AP: the difference, its interval and what it means."""
+    """One sentence per pair on AP, the primary comparison: difference, interval, verdict, seeds that would settle it."""
     lines = []
-    for (a, b), interval in intervals(run).pairs.items():
-        i = METRICS.index("AP")
-        words = verdict_text(interval, "AP")
-        meaning = {"ahead": f"{a} is ahead", "behind": f"{a} is behind"}.get(words, words)
-        seeds = f"{interval.seeds} seed{'s' if interval.seeds > 1 else ''}"
-        noise = ("training and evaluation noise" if interval.seeds > 1
-                 else "evaluation noise only: training noise not measured, run more seeds (--seeds 3)")
-        lines.append(f"{a} − {b}: AP {interval.difference[i]:+.1f} points, {LEVEL:.0%} interval "
-                     f"[{interval.low[i]:+.1f}, {interval.high[i]:+.1f}] ({seeds}; {noise}): {meaning}.")
+    for (a, b), comparison in intervals(run).pairs.items():
+        r = comparison.result(PRIMARY)
+        meaning = {"ahead": f"{a} is ahead", "behind": f"{a} is behind"}.get(r.verdict, r.verdict)
+        seeds = f"{r.seeds} seed{'s' if r.seeds > 1 else ''}"
+        if np.isnan(r.low):
+            lines.append(f"{a} − {b}: {PRIMARY} {r.difference:+.1f} points ({seeds}): {meaning}.")
+            continue
+        noise = ("training and image noise" if r.seeds > 1
+                 else "image noise only: one seed cannot show training noise, run more seeds (--seeds 3)")
+        line = (f"{a} − {b}: {PRIMARY} {r.difference:+.1f} points, {LEVEL:.0%} interval [{r.low:+.1f}, "
+                f"{r.high:+.1f}], p = {r.p:.2g} ({seeds}; {noise}): {meaning}.")
+        lines.append(line + ("" if r.seeds < 2 else " " + _seeds_needed(comparison)))
     return lines

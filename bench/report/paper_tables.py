@@ -14,13 +14,12 @@ import pandas as pd
 
 from backbones import BackboneError, parse_backbone
 
-from ..bootstrap import METRICS, TABLE_IOUS, TABLE_SIZES
-from .intervals import intervals, pairs, seed_values, verdict_text
-from .load import Run, load_paper, percent
+from ..bootstrap import TABLE_IOUS, TABLE_SIZES
+from .intervals import DUPLICATES, intervals, pairs, seed_values
+from .load import Run, load_paper
 from .table import MISSING, Table
 
 MEAN_AP = {"all": "AP", "small": "APs", "medium": "APm", "large": "APl"}
-MEAN_AR_STATS = {"small": "ARs", "medium": "ARm", "large": "ARl"}  # AR@100 per size, as "mean AR" for all
 KINDS = {"AP": "table3", "AR": "table4"}
 
 
@@ -40,28 +39,20 @@ def _header(kind: str, column: str) -> str:
     return f"m{kind}" if column == "mean" else f"{kind}{column}"
 
 
-def table_seed_values(run: Run) -> pd.DataFrame:
-    """Every cell of Tables 3-4 per (backbone, seed), in percent: the run's numbers, never recomputed."""
-    values = seed_values(run)
-    for size, stat in MEAN_AR_STATS.items():
-        values[f"mean AR {size}"] = [percent(run.metrics[key]["stats"][stat]) for key in values.index]
-    return values
-
-
 def pair_interval(run: Run, a: str, b: str, metric: str) -> tuple[float, float, str]:
     """The 95% interval of a - b for `metric` and its verdict: the one place this module reads intervals."""
     found = intervals(run).pairs.get((a, b))
     if found is None:
         return np.nan, np.nan, "no interval (no evaluation.npz)"
-    index = METRICS.index(metric)
-    return found.low[index], found.high[index], verdict_text(found, metric)
+    result = found.result(DUPLICATES.get(metric, metric))
+    return result.low, result.high, result.verdict
 
 
 def iou_table(run: Run, kind: str) -> Table | None:
     """Table 3 (kind "AP") or 4 ("AR"): rows backbone x size, the run's then the paper's."""
     if not run.finished:
         return None
-    values = table_seed_values(run).groupby(level="backbone", sort=False)
+    values = seed_values(run).groupby(level="backbone", sort=False)
     means, spreads = values.mean(), values.std(ddof=1)
     paper = load_paper()[KINDS[kind]]
     headers = [_header(kind, c) for c in COLUMNS]
@@ -97,7 +88,7 @@ def _difference_cell(difference: float, low: float, high: float, verdict: str) -
 
 def iou_differences_table(run: Run, kind: str) -> Table | None:
     """Every pair's a - b for each cell of Table 3 or 4, with its interval and verdict, and the paper's."""
-    values = table_seed_values(run) if run.finished else None
+    values = seed_values(run) if run.finished else None
     paper = load_paper()[KINDS[kind]]
     headers = [_header(kind, c) for c in COLUMNS]
     rows = []
@@ -161,7 +152,7 @@ def _matching(run: Run, wanted: str) -> str | None:
 def ablation_lines(run: Run) -> list[str]:
     """Per ablation of the paper: its finding (direction only), and the run's AP difference where it has both."""
     ablations = load_paper()["ablations"]
-    values = table_seed_values(run) if run.finished else None
+    values = seed_values(run) if run.finished else None
     lines = []
     for row in ablations["rows"]:
         paper = f"Paper ({ablations['setting']}): {row['finding']} ({row['backbone']} {row['direction']} {row['against']})."

@@ -1,9 +1,9 @@
 """A run's numbers -> figures: one function per plot, each returning a Figure or None.
 
 Figures are built without pyplot (no global state, no GUI backend) and saved without version
-metadata, so the same run folder gives the same PNG bytes. Error bars are the 95% bootstrap
-intervals of `intervals` (training and evaluation noise; evaluation noise only with one seed),
-and the interquartile range of a latency.
+metadata, so the same run folder gives the same PNG bytes. Error bars are the 95% intervals of
+`intervals` (training and image noise; image noise only with one seed), and the interquartile
+range of a latency.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def _grouped_bars(ax: Any, run: Run, frame: pd.DataFrame, paper: bool, errors: n
 
 def _interval_words(run: Run) -> str:
     one_seed = all(len(run.finished_seeds(name)) < 2 for name in run.finished)
-    return "95% interval, evaluation noise only (one seed)" if one_seed else "95% interval over seeds and images"
+    return "95% interval, image noise only (one seed)" if one_seed else "95% interval, training and image noise"
 
 
 def plot_ap_by_size(run: Run) -> Figure | None:
