@@ -121,7 +121,7 @@ def _smoke() -> PretrainProfile:
         name="smoke",
         generated=GeneratedSetConfig(num_train_images=8, num_val_images=4, image_size=128, crop_size=36),
         input=InputConfig(input_size=32, scale=(0.35, 1.0)),
-        recipe=RecipeConfig(batch_size=4, epochs=2, sched="cosine", warmup_epochs=1, warmup_lr=0.001, mixup=0.2,
+        recipe=RecipeConfig(batch_size=8, epochs=2, sched="cosine", warmup_epochs=1, warmup_lr=0.001, mixup=0.2,
                             smoothing=0.1, ema_decay=0.9, log_every=1),
     )
 

@@ -22,7 +22,7 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from timm.utils import ModelEmaV3, accuracy
+from timm.utils import ModelEmaV3, accuracy, random_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -84,7 +84,7 @@ def train_backbone(name: str, cfg: PretrainConfig, sets: tuple[data.SeededSample
     mixing = recipe.mixup > 0 or recipe.cutmix > 0
     if mixing and (recipe.batch_size // world) % 2:
         raise UsageError(f"mixup/cutmix need an even batch per process, got {recipe.batch_size // world}")
-    torch.manual_seed(cfg.profile.seed)
+    random_seed(cfg.profile.seed, rank)  # timm's: Python, NumPy (mixup draws from it) and torch, per process
     model = timm.create_model(name, num_classes=num_classes).to(device)
     trained = wrap(model)
     optimizer = create_optimizer_v2(model, opt=recipe.opt, lr=recipe.base_lr * recipe.batch_size / recipe.base_batch,
