@@ -1,9 +1,9 @@
 """What a pretraining run is: profiles of the recipe as dataclasses, merged and checked like bench.run's.
 
-`imagenet` is the recipe the DetNet paper names: DetNet-59 "is pretrained on ImageNet like
-ResNeXt" (paper, section 3, with batch 256 and 224 crops; shared/README.md). Each of its
-settings below says where it comes from: the ResNeXt paper (Xie et al., 2017, section 4) or
-the fb.resnet.torch code it builds on (its "[11]"), or, where neither says, timm's default.
+`imagenet` is the recipe the DetNet paper names: DetNet-59 is pretrained on ImageNet-1k like
+ResNeXt, batch 256, 224 crops (shared/README.md). Each of its settings below says where it
+comes from: the ResNeXt paper (Xie et al., 2017, section 4), the fb.resnet.torch code whose
+schedule it uses (`train.lua`), or our reading where neither says (README, Pretraining).
 `cpu` finishes in minutes on 2 cores on the generated set; `smoke` is for the tests.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ class RecipeConfig:
     """Optimizer, schedule and regularisers. The learning rate is `base_lr * batch_size / base_batch`."""
 
     batch_size: int = field(default=256, metadata=rule(min=1))  # ResNeXt: 256 over 8 GPUs (global batch)
-    epochs: int = field(default=100, metadata=rule(min=1))
+    epochs: int = field(default=120, metadata=rule(min=1))  # four 30-epoch periods: our reading, see README
     opt: str = "sgd"  # timm's name: SGD with Nesterov momentum, as fb.resnet.torch (ResNeXt's code base)
     base_lr: float = field(default=0.1, metadata=rule(above=0))  # ResNeXt: 0.1 at batch 256
     base_batch: int = field(default=256, metadata=rule(min=1))
@@ -96,7 +96,7 @@ class PretrainConfig:
 
 
 def _imagenet() -> PretrainProfile:
-    """ImageNet-1k as the paper: ResNeXt's recipe, 224 crops, batch 256, lr 0.1, /10 at epochs 30, 60, 90."""
+    """ImageNet-1k as the paper: ResNeXt's recipe, 224 crops, batch 256, lr 0.1, /10 at epochs 30, 60, 90 of 120."""
     return PretrainProfile(name="imagenet", input=InputConfig(workers=8), recipe=RecipeConfig(checkpoint_every=2000))
 
 
