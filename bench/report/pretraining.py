@@ -32,7 +32,7 @@ def pretraining_table(run: Run) -> Table | None:
     rows += [{
         "backbone": f"{name} (paper, {paper['label']})", "pretraining data": "ImageNet-1k",
         "ImageNet top-1 err (paper, %)": values[PAPER_COLUMNS[0]], "FLOPs (paper's count, G)": values[PAPER_COLUMNS[1]],
-    } for name, values in paper["rows"].items() if name in audit]
+    } for name in audit if (values := paper["rows"].get(name))]
     return Table(
         "pretraining", "Pretraining: the run's classifiers beside the paper's Table 1", pd.DataFrame(rows),
         note=("top-1 err: the bench.pretrain run's final validation error on its own data (a generated shape set is "
