@@ -114,6 +114,10 @@ def prepare(args, cfg: PretrainConfig) -> tuple[Path, str]:
         raise UsageError(f"batch size {cfg.profile.recipe.batch_size} does not split over {world} processes")
     if world > 1 and not (args.out or args.resume):
         raise UsageError("under torchrun give --out, so every process writes to the same run folder")
+    out = Path(args.out) if args.out and not args.resume else None
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # checked by every process before they meet, since only rank 0 creates the folder afterwards
+        raise UsageError(f"{out} already exists and is not empty; earlier results are never overwritten")
     if cfg.data_dir is not None:
         return data.image_folder(cfg.data_dir), f"ImageFolder {cfg.data_dir}"
     check_writable_dir(Path(cfg.cache_dir), "--cache-dir")
@@ -156,13 +160,14 @@ def run(args, cfg: PretrainConfig, stop: StopRequest) -> Path:
     """Pretrain every backbone in turn into one run folder; a finished backbone is skipped on --resume."""
     root, description = prepare(args, cfg)
     with data_parallel(torch.device(cfg.device)) as (device, rank, world, wrap):
-        run_dir = Path(args.resume) if args.resume else None
-        if run_dir is None:
-            run_dir = fresh_dir(args.out, f"pretrain-{cfg.profile.name}-{'-'.join(cfg.backbones)}")
-            if rank == 0:
-                write_text(run_dir / CONFIG_FILE, to_yaml(cfg))
-        else:
+        if args.resume:
+            run_dir = Path(args.resume)
             check_resume(cfg, run_dir)
+        elif rank == 0:
+            run_dir = fresh_dir(args.out, f"pretrain-{cfg.profile.name}-{'-'.join(cfg.backbones)}")
+            write_text(run_dir / CONFIG_FILE, to_yaml(cfg))
+        else:
+            run_dir = Path(args.out)
         status = (lambda *a, **k: set_status(run_dir, *a, **k)) if rank == 0 else (lambda *a, **k: None)
         status("running")
         train_images, val_images = data.datasets(root)
@@ -178,7 +183,8 @@ def run(args, cfg: PretrainConfig, stop: StopRequest) -> Path:
                     continue
                 stop.check(f"pretraining {name}")
                 out_dir = run_dir / name
-                out_dir.mkdir(exist_ok=True)
+                if rank == 0:  # the only process that writes
+                    out_dir.mkdir(exist_ok=True)
                 trained = loop.train_backbone(name, cfg, sets, out_dir, device, wrap, rank, world, stop,
                                               resume=bool(args.resume), stop_after=args.stop_after,
                                               show=not args.no_progress)
@@ -214,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted: {str(err) or 'Ctrl-C'}; `python -m bench.pretrain --resume <run folder>` goes on",
               file=sys.stderr)
         return 130
-    print(f"pretraining run: {run_dir}; use it with python -m bench.run --pretrained-dir {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"pretraining run: {run_dir}; use it with python -m bench.run --pretrained-dir {run_dir}")
     return 0
 
 
