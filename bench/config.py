@@ -208,6 +208,12 @@ class BackboneAudit:
     decayed_tensors: int = 0  # weights that get `weight_decay`
     undecayed_tensors: int = 0  # norm weights and biases, which get `norm_bias_weight_decay`
     frozen_tensors: int = 0  # no gradient at all
+    # When the weights file comes from a bench.pretrain run folder (and its sha256 still matches
+    # that run's classification.json): the run, its data, its top-1 error (%) and GMACs at 224.
+    pretrain_run: str | None = None
+    pretrain_data: str | None = None
+    pretrain_top1_err: float | None = None
+    pretrain_gmacs_224: float | None = None
 
 
 @dataclass

@@ -6,6 +6,7 @@ the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -63,6 +64,15 @@ def write_json(path: str | Path, value: Any, indent: int | None = 2) -> None:
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
     write_text(path, frame.to_csv(index=False))
+
+
+def sha256(path: str | Path) -> str:
+    """The file's SHA-256 in hex, read in 1 MiB blocks (weights files are large)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def set_status(run_dir: str | Path, state: str, reason: str | None = None, **details: Any) -> None:

@@ -8,7 +8,6 @@ happen on rank 0 while the other processes wait.
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from datetime import timedelta
@@ -26,7 +25,8 @@ from .cli import ArgumentParser, check_backbones, check_device, check_writable_d
 from .config import PROFILES, BackboneAudit, RunConfig
 from .errors import RANK_LOST, ConfigError, DataError, UsageError, UserError
 from .evaluate_run import evaluate_model, trained_detector
-from .files import set_status, write_csv, write_json, write_text
+from .files import set_status, sha256, write_csv, write_json, write_text
+from .pretrain.provenance import read_provenance
 
 CONFIG_FILE, METRICS_FILE, DATA_REPORT = "config.yaml", "metrics.csv", "data_report.json"
 DIVERGED_FILE, RECEPTIVE_FIELD_FILE = "diverged.json", "receptive_field.csv"
@@ -127,20 +127,13 @@ def pretrained_file(cfg: RunConfig, backbone: str) -> Path | None:
     return found[0]
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def audit(cfg: RunConfig, name: str, num_classes: int) -> BackboneAudit:
     """Build the detector as training will (weights, norm, freezing) and record what makes it fair."""
     weights = pretrained_file(cfg, name)
     model = detector.build_detector(name, num_classes, cfg.profile.detector, weights)
     decayed, undecayed = train.decay_split(model)
     norm = detector.resolve_norm(cfg.profile.detector, weights is not None)
+    made_by = read_provenance(weights, name) if weights else None
     return BackboneAudit(
         weights_file=str(weights) if weights else None,
         weights_sha256=sha256(weights) if weights else None,
@@ -149,6 +142,7 @@ def audit(cfg: RunConfig, name: str, num_classes: int) -> BackboneAudit:
         decayed_tensors=len(decayed),
         undecayed_tensors=len(undecayed),
         frozen_tensors=sum(1 for p in model.parameters() if not p.requires_grad),
+        **(made_by or {}),
     )
 
 

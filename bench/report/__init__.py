@@ -17,7 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure as MplFigure
 
-from . import accuracy, cost, mechanism, paper_tables, plots
+from . import accuracy, cost, mechanism, paper_tables, plots, pretraining
 from .describe import caveat, data_warnings, describe_run, like_for_like_sentence, verdicts
 from .load import Run, load_paper, load_run, missing_inputs
 from .render import Figure, write_outputs
@@ -30,6 +30,7 @@ TABLES: tuple[Callable[[Run], Table | None], ...] = (
     cost.cost_table, cost.speed_table, cost.latency_table, cost.compute_by_module_table, accuracy.per_category_table,
     mechanism.error_breakdown_table, mechanism.roi_levels_table, mechanism.proposal_recall_table,
     mechanism.receptive_field_table,
+    pretraining.pretraining_table,
 )
 
 
