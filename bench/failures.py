@@ -24,7 +24,7 @@ def out_of_memory(err: BaseException, cfg: RunConfig, world: int, run_dir: Path,
     """What ran out of memory (backbone, seed, batch, input size, precision), what is kept, and the smaller batch."""
     settings, sizes = cfg.profile.train, cfg.profile.detector
     per_process = settings.batch_size // world
-    kept = f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.is_file() else "no checkpoint was due yet"
+    kept = f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.is_file() else "no checkpoint was due"
     if per_process > 1:
         advice = f"--set train.batch_size={world * (per_process // 2)}"
     else:

@@ -286,8 +286,9 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
     unreadable = data.UnreadableImages(run_dir / DATA_REPORT, record=rank == 0)
 
     def make_loader(start: int):
+        pin = settings.pin_memory and device.type == "cuda"
         return unreadable.watch(data.build_train_loader(train_set, settings.batch_size, seed, settings.workers, start,
-                                                        rank, world, pin_memory=settings.pin_memory and device.type == "cuda"))
+                                                        rank, world, pin_memory=pin))
 
     trained = model
     if world > 1:

@@ -274,7 +274,7 @@ def train(
             except DataError as err:
                 if iteration - 1 > done:
                     save(iteration - 1)
-                kept = f"its checkpoint after iteration {iteration - 1} is kept" if iteration > 1 else "no step was done"
+                kept = f"its checkpoint after iteration {iteration - 1} is kept" if iteration > 1 else "nothing saved"
                 raise DataError(f"{err}; {desc} stopped, {kept}") from None
             images = [image.to(device, non_blocking=True) for image in images]
             targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]

@@ -27,7 +27,7 @@ class Case:
 
 
 def write_coco(root: Path, split: str, edit: Callable[[dict], None] | None = None, count: int = 2) -> tuple[Path, Path]:
-    """A valid COCO split of `count` images (ids 1..count) under root; `edit` may break its JSON before it is written."""
+    """A valid COCO split of `count` images (ids 1..count) under root; `edit` may break its JSON first."""
     images = root / split
     images.mkdir(parents=True, exist_ok=True)
     ids = range(1, count + 1)

@@ -23,8 +23,10 @@ from bench.errors import ExitStatus
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # this checkout's bench, from any folder
 ITERATIONS = 6
+MEASURE_LITTLE = ["--set", "measure.detection_size=64", "--set", "measure.classification_size=64",
+                  "--set", "measure.repeats=1"]  # what these tests are about comes before the cost measurement
 ARGS = ["--backbones", "resnet50", "--profile", "smoke", "--no-progress", "--set", f"train.iterations={ITERATIONS}",
-        "--set", "train.checkpoint_every=2"]
+        "--set", "train.checkpoint_every=2", *MEASURE_LITTLE]
 TRAIN_IMAGES = 6  # 3 batches of 2 an epoch: iterations 1-3 are epoch 0
 
 
@@ -86,7 +88,7 @@ def test_a_diverged_backbone_leaves_everything_else_written_and_exits_3(tmp_path
     out = tmp_path / "run"
     process = bench_run("--profile", "smoke", "--backbones", "detnet59,resnet50", "--out", str(out), "--cache-dir",
                         str(cache), "--no-progress", "--set", "train.base_lr=1e6", "--set", "train.iterations=4",
-                        "--set", "train.checkpoint_every=2", cwd=tmp_path)
+                        "--set", "train.checkpoint_every=2", *MEASURE_LITTLE, cwd=tmp_path)
     status, lines = finish(process)
     assert status == ExitStatus.DIVERGED
     line = one_error_line(lines)
@@ -189,8 +191,8 @@ def test_cuda_out_of_memory_names_the_batch_keeps_the_checkpoint_and_exits_4(tmp
     assert status == ExitStatus.OUT_OF_MEMORY
     precision = yaml.safe_load((run / "config.yaml").read_text())["profile"]["train"]["precision"]
     folder = run / "seed0" / "resnet50"
-    assert lines == [f"error: train resnet50 seed 0: CUDA out of memory at iteration 3 with a batch of 2 (2 per GPU) at "
-                     f"input size 128-128 px in {precision}; the last checkpoint {folder / 'checkpoint.pth'} is kept; "
+    assert lines == [f"error: train resnet50 seed 0: CUDA out of memory at iteration 3 with a batch of 2 (2 per GPU) "
+                     f"at input size 128-128 px in {precision}; the last checkpoint {folder / 'checkpoint.pth'} is kept; "
                      f"`python -m bench.run --resume {run}` retries as it was, a new run with `--config "
                      f"{run / 'config.yaml'} --set train.batch_size=1` needs less memory"]
     assert saved_iteration(folder) == 2
