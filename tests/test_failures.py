@@ -135,8 +135,8 @@ def test_strict_data_stops_at_an_unreadable_image_with_the_last_whole_step_saved
                                                                                   cache: Path) -> None:
     argv, path, image_id = corrupt_set
     run = tmp_path / "run"
-    status, lines = finish(bench_run(*ARGS, *argv, "--strict-data", "--out", str(run), "--cache-dir", str(cache),
-                                     cwd=tmp_path))
+    status, lines = finish(bench_run(*ARGS, *argv, "--strict-data", "--set", "train.checkpoint_every=5",  # none at 2
+                                     "--out", str(run), "--cache-dir", str(cache), cwd=tmp_path))
     assert status == ExitStatus.BAD_INPUT
     assert lines == [f"error: {path}: cannot read image id {image_id} (image file is truncated (6 bytes not "
                      "processed)); replace or remove it; train resnet50 seed 0 stopped, its checkpoint after "
