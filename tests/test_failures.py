@@ -108,9 +108,10 @@ def test_a_diverged_backbone_leaves_everything_else_written_and_exits_3(tmp_path
 def test_an_image_unreadable_as_it_loads_is_skipped_once_and_recorded(skipping_run, corrupt_set) -> None:
     run, lines = skipping_run
     _, path, image_id = corrupt_set
-    assert lines == [f"warning: skipped a training image unreadable as it loaded: {path}: cannot read image id "
-                     f"{image_id} (image file is truncated (6 bytes not processed)); replace or remove it; the next "
-                     f"readable image takes its place (recorded in {run / 'data_report.json'})"]  # met twice, told once
+    warning = (f"warning: skipped a training image unreadable as it loaded: {path}: cannot read image id {image_id} "
+               "(image file is truncated (6 bytes not processed)); replace or remove it; the next readable image "
+               f"takes its place (recorded in {run / 'data_report.json'})")
+    assert lines == [warning]  # met in two epochs, told once
     report = json.loads((run / "data_report.json").read_text())
     assert report["skipped"]["unreadable_image"] == {"count": 1, "example_id": image_id, "image_ids": [image_id]}
     assert report["warnings"] == [lines[0].removeprefix("warning: ").split(" (recorded in")[0]]
@@ -138,9 +139,9 @@ def test_strict_data_stops_at_an_unreadable_image_with_the_last_whole_step_saved
     status, lines = finish(bench_run(*ARGS, *argv, "--strict-data", "--set", "train.checkpoint_every=5",  # none at 2
                                      "--out", str(run), "--cache-dir", str(cache), cwd=tmp_path))
     assert status == ExitStatus.BAD_INPUT
-    assert lines == [f"error: {path}: cannot read image id {image_id} (image file is truncated (6 bytes not "
-                     "processed)); replace or remove it; train resnet50 seed 0 stopped, its checkpoint after "
-                     "iteration 2 is kept"]
+    assert lines == [(f"error: {path}: cannot read image id {image_id} (image file is truncated (6 bytes not "
+                      "processed)); replace or remove it; train resnet50 seed 0 stopped, its checkpoint after "
+                      "iteration 2 is kept")]
     assert saved_iteration(run / "seed0" / "resnet50") == 2
     assert json.loads((run / "status.json").read_text())["state"] == "failed"
 
@@ -191,9 +192,9 @@ def test_cuda_out_of_memory_names_the_batch_keeps_the_checkpoint_and_exits_4(tmp
     assert status == ExitStatus.OUT_OF_MEMORY
     precision = yaml.safe_load((run / "config.yaml").read_text())["profile"]["train"]["precision"]
     folder = run / "seed0" / "resnet50"
-    assert lines == [f"error: train resnet50 seed 0: CUDA out of memory at iteration 3 with a batch of 2 (2 per GPU) "
-                     f"at input size 128-128 px in {precision}; the last checkpoint {folder / 'checkpoint.pth'} is kept; "
-                     f"`python -m bench.run --resume {run}` retries as it was, a new run with `--config "
-                     f"{run / 'config.yaml'} --set train.batch_size=1` needs less memory"]
+    assert lines == [(f"error: train resnet50 seed 0: CUDA out of memory at iteration 3 with a batch of 2 (2 per GPU) "
+                      f"at input size 128-128 px in {precision}; the last checkpoint {folder / 'checkpoint.pth'} is "
+                      f"kept; `python -m bench.run --resume {run}` retries as it was, a new run with `--config "
+                      f"{run / 'config.yaml'} --set train.batch_size=1` needs less memory")]
     assert saved_iteration(folder) == 2
     assert json.loads((run / "status.json").read_text())["state"] == "failed"
