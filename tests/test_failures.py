@@ -84,6 +84,7 @@ def skipping_run(tmp_path_factory: pytest.TempPathFactory, corrupt_set, cache: P
     return folder / "run", lines
 
 
+@pytest.mark.slow
 def test_a_diverged_backbone_leaves_everything_else_written_and_exits_3(tmp_path: Path, cache: Path) -> None:
     out = tmp_path / "run"
     process = bench_run("--profile", "smoke", "--backbones", "detnet59,resnet50", "--out", str(out), "--cache-dir",
@@ -105,6 +106,7 @@ def test_a_diverged_backbone_leaves_everything_else_written_and_exits_3(tmp_path
         "state": "finished", "reason": None, "diverged": ["detnet59 seed 0", "resnet50 seed 0"], "updated": None}
 
 
+@pytest.mark.slow
 def test_an_image_unreadable_as_it_loads_is_skipped_once_and_recorded(skipping_run, corrupt_set) -> None:
     run, lines = skipping_run
     _, path, image_id = corrupt_set
@@ -151,6 +153,7 @@ def ignore_file_size_signal() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_last_checkpoint_and_resume_finishes_the_same(tmp_path: Path, corrupt_set, cache: Path,
                                                                             skipping_run) -> None:
     """The disk fills (a 1 MB file-size limit, set once the first checkpoint is saved) before the second
