@@ -20,7 +20,7 @@ import torch
 
 from backbones import SUPPORTED_BACKBONES, BackboneError, WeightsError, check_backbone, parse_backbone
 
-from .errors import UsageError, UserError
+from .errors import ExitStatus, UsageError, UserError
 
 Main = Callable[[list[str] | None], int]
 
@@ -42,7 +42,7 @@ def entry_point(main: Main) -> Main:
             return main(argv)
         except (UserError, WeightsError, BackboneError) as err:
             print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-            return 2
+            return ExitStatus.BAD_INPUT
 
     return wrapped
 

@@ -1,9 +1,25 @@
-"""The mistakes a user can make, as exceptions every `python -m bench.*` turns into one `error:` line.
+"""The mistakes a user can make, as exceptions every `python -m bench.*` turns into one `error:` line,
+and the exit statuses that tell them from the failures a long run can meet.
 
 They live in a module of their own so that any part of the pipeline can raise them without
 importing the command-line code.
 """
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """What `python -m bench.*` exits with, so that a script or scheduler can tell failures apart
+    (README, "Long runs that survive"); every status but 0 comes with one `error:` line."""
+
+    OK = 0
+    BAD_INPUT = 2  # a UserError: nothing long started, nothing written
+    DIVERGED = 3  # a backbone or seed diverged; everything else was written, status.json lists it
+    OUT_OF_MEMORY = 4  # CUDA out of memory in a training step; the last checkpoint is kept
+    DISK_FULL = 5  # a write found no space (full disk, quota, file-size limit); earlier files are intact
+    RANK_LOST = 75  # another process of the torchrun job died (EX_TEMPFAIL: `--resume` goes on)
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM (128 + SIGINT, as shells report it); a checkpoint was saved
 
 
 class UserError(ValueError):
@@ -24,7 +40,3 @@ class DataError(UserError):
 
 class ReportError(UserError):
     """A folder that is not a run folder, or a run file that cannot be read."""
-
-
-# Exit status of a process of a torchrun job that lost another one (EX_TEMPFAIL: `--resume` goes on).
-RANK_LOST = 75

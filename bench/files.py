@@ -2,10 +2,12 @@
 
 A write goes to a temporary file in the same folder, is flushed to disk (fsync) and renamed
 over the target, which POSIX makes atomic: a reader, or a run resumed after a crash, sees
-the old file or the new one, never half of one.
+the old file or the new one, never half of one. A write that finds no space keeps the old
+file and raises `DiskFull`, which names the file.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,6 +20,21 @@ from typing import IO, Any
 import pandas as pd
 
 STATUS_FILE = "status.json"
+# No space left, a quota, or a file-size limit (RLIMIT_FSIZE): to the user, all a full disk.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class DiskFull(OSError):
+    """A write found no space; `filename` is the file it was writing, which still holds its old content."""
+
+
+def _no_space(err: BaseException | None) -> OSError | None:
+    """The no-space OSError behind `err`, if any: torch.save reports one as a RuntimeError."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in NO_SPACE_ERRNOS:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
@@ -30,8 +47,11 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        full = _no_space(err)
+        if full is not None:
+            raise DiskFull(full.errno, full.strerror, str(path)) from err
         raise
     _fsync_dir(path.parent)
 

@@ -8,6 +8,7 @@ happen on rank 0 while the other processes wait.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from datetime import timedelta
@@ -19,11 +20,11 @@ import torch
 
 from backbones import init_seed, parse_backbone, split_backbones
 
-from . import checkpoint, comm, configure, data, detector, evaluate, measure, report, train
+from . import checkpoint, comm, configure, data, detector, evaluate, failures, measure, report, train
 from .analysis.receptive_field import receptive_field_rows
 from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir, parse_seeds
 from .config import PROFILES, BackboneAudit, RunConfig
-from .errors import RANK_LOST, ConfigError, DataError, UsageError, UserError
+from .errors import ConfigError, DataError, ExitStatus, UsageError, UserError
 from .evaluate_run import evaluate_model, trained_detector
 from .files import set_status, sha256, write_csv, write_json, write_text
 from .pretrain.provenance import read_provenance
@@ -194,7 +195,7 @@ def in_order(work, first: bool):
         if error is not None:
             raise error
         if any(errors):
-            raise OtherRankFailed(2)
+            raise OtherRankFailed(ExitStatus.BAD_INPUT)
     return result
 
 
@@ -274,9 +275,12 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
     torch.manual_seed(seed)  # the same RoI sampling draws for every backbone, whatever its init consumed
     train_set.seed = seed
 
+    unreadable = data.UnreadableImages(run_dir / DATA_REPORT, record=rank == 0)
+
     def make_loader(start: int):
-        return data.build_train_loader(train_set, settings.batch_size, seed, settings.workers, start, rank, world,
-                                       pin_memory=settings.pin_memory and device.type == "cuda")
+        pin = settings.pin_memory and device.type == "cuda"
+        return unreadable.watch(data.build_train_loader(train_set, settings.batch_size, seed, settings.workers, start,
+                                                        rank, world, pin_memory=pin))
 
     trained = model
     if world > 1:
@@ -291,9 +295,12 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
         stats = evaluate.evaluate_detections(coco_gt, found).stats
         return {name: stats[name] for name in train.EVAL_COLUMNS[1:]}
 
-    result = train.train(trained, make_loader, settings, out_dir, device, config=configure.to_dict(cfg),
-                         progress=progress, desc=f"train {name} seed {seed}", resume=resume, stop=stop,
-                         validate=validate if rank == 0 else None)
+    try:
+        result = train.train(trained, make_loader, settings, out_dir, device, config=configure.to_dict(cfg),
+                             progress=progress, desc=f"train {name} seed {seed}", resume=resume, stop=stop,
+                             validate=validate if rank == 0 else None)
+    except train.TrainingOutOfMemory as err:
+        raise failures.out_of_memory(err, cfg, world, run_dir, out_dir / checkpoint.CHECKPOINT_FILE) from None
     scores = evaluate_model(model, val_set, coco_gt, out_dir, device, workers=settings.workers, progress=progress,
                             desc=f"evaluate {name} seed {seed}")
     if scores is None:  # another process than rank 0: it predicted its shard, rank 0 scored
@@ -351,22 +358,24 @@ def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split], device: torch.device,
-            progress: bool, resume: bool, stop: train.StopRequest) -> str:
-    """Train, evaluate and measure every backbone and seed, write the report; return the summary to print."""
+            progress: bool, resume: bool, stop: train.StopRequest) -> tuple[str, list[str]]:
+    """Train, evaluate and measure every backbone and seed, write the report; return the summary to print
+    and the trainings that diverged ("resnet50 seed 0")."""
     rank = comm.rank()
     train_split, val_split = splits
     datasets = (
         data.CocoDetection(train_split.index, train_split.image_dir, train_split.ann_path, train=True,
-                           hflip=cfg.profile.train.hflip),
+                           hflip=cfg.profile.train.hflip, skip_unreadable=not cfg.strict_data),
         data.CocoDetection(val_split.index, val_split.image_dir, val_split.ann_path, train=False),
     )
     coco_gt = data.ground_truth(val_split.data) if rank == 0 else None
-    rows = []
+    rows, diverged = [], []
     for seed in cfg.profile.seeds:
         for name in cfg.backbones:
             out_dir = result_dir(run_dir, seed, name)
             done = evaluate.read_json(out_dir / "metrics.json") if resume and (out_dir / "metrics.json").is_file() else None
             if resume and (out_dir / DIVERGED_FILE).is_file():
+                diverged.append(f"{name} seed {seed}")
                 continue  # it would diverge again: the same seed gives the same steps
             if not done:
                 stop.check(f"{name} seed {seed}")
@@ -374,6 +383,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
                 metrics = done or run_backbone(name, seed, cfg, datasets, coco_gt, run_dir, device, progress,
                                                resume, stop)
             except train.TrainingDiverged as err:
+                diverged.append(f"{name} seed {seed}")
                 if rank == 0:
                     write_json(out_dir / DIVERGED_FILE, {"reason": str(err)})
                     kept = (f"its last good checkpoint ({out_dir / checkpoint.CHECKPOINT_FILE}) is kept"
@@ -398,7 +408,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
         finished = report.load_run(run_dir)  # one bootstrap for the report and the summary
         report.write_report(finished)
     comm.destroy()
-    return report.summary(finished) if rank == 0 else ""
+    return report.summary(finished) if rank == 0 else "", diverged
 
 
 @entry_point
@@ -413,31 +423,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with train.StopRequest() as stop:
             try:
-                summary = execute(cfg, run_dir, splits, device, progress=not args.no_progress,
-                                  resume=bool(args.resume), stop=stop)
+                summary, diverged = execute(cfg, run_dir, splits, device, progress=not args.no_progress,
+                                            resume=bool(args.resume), stop=stop)
             except comm.RankLost as err:  # handled while torchrun's SIGTERM to the survivors only sets a flag
                 status("failed", str(err), resume=resume_hint)
                 print(f"error: {err}; the last checkpoint is kept; under torchrun `{resume_hint}` goes on",
                       file=sys.stderr, flush=True)
-                return RANK_LOST
+                return ExitStatus.RANK_LOST
     except (train.TrainingStopped, KeyboardInterrupt) as err:
         status("interrupted", str(err) or "KeyboardInterrupt", resume=resume_hint)
         print(f"\ninterrupted: {str(err) or 'Ctrl-C'}; results so far are in {run_dir}; `{resume_hint}` goes on",
               file=sys.stderr)
-        return 130
+        return ExitStatus.INTERRUPTED
     except DataError as err:
         status("failed", str(err), resume=resume_hint)
         raise
     except BaseException as err:
-        status("failed", f"{type(err).__name__}: {err}", resume=resume_hint)
-        raise
-    status("finished")
+        failed = failures.stopped_by(err, resume_hint)
+        with contextlib.suppress(OSError):  # on a full disk status.json may stay `running`
+            status("failed", str(failed or f"{type(err).__name__}: {err}"), resume=resume_hint)
+        if failed is None:
+            raise
+        print(f"error: {failed}", file=sys.stderr)
+        return failed.status
+    status("finished", diverged=diverged)
     if is_main:
         minutes = (time.perf_counter() - start) / 60
         print(f"\n{summary}\n")
         print(f"{cfg.profile.name} profile, {len(cfg.backbones)} backbone(s) x {len(cfg.profile.seeds)} seed(s), "
               f"{minutes:.1f} min; report: {run_dir / 'report.md'}")
-    return 0
+        if diverged:
+            print(f"error: {failures.diverged(diverged, run_dir)}", file=sys.stderr)
+    return ExitStatus.DIVERGED if diverged else ExitStatus.OK
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ import io
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 
 from . import checkpoint, comm
 from .config import TrainConfig
@@ -39,6 +38,11 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingStopped(RuntimeError):
     """SIGINT or SIGTERM arrived; a checkpoint was saved at the iteration the message names."""
+
+
+class TrainingOutOfMemory(RuntimeError):
+    """CUDA ran out of memory in a step; the message names the iteration. No checkpoint is saved:
+    the step may have updated part of the model."""
 
 
 @dataclass
@@ -161,7 +165,7 @@ def train_step(
     return loss.detach(), losses
 
 
-def _batches(loader: DataLoader) -> Iterator:
+def _batches(loader: Iterable) -> Iterator:
     """The loader's batches; a data problem raised in a worker comes out as the DataError it was."""
     iterator = iter(loader)
     while True:
@@ -237,7 +241,7 @@ def _diverged(desc: str, iteration: int, names: list[str], failures: dict[int, i
 
 def train(
     model: nn.Module,
-    make_loader: Callable[[int], DataLoader],
+    make_loader: Callable[[int], Iterable],
     cfg: TrainConfig,
     out_dir: str | Path,
     device: torch.device,
@@ -252,7 +256,9 @@ def train(
 
     `make_loader(start)` gives the endless batches from iteration `start` on. With `resume`,
     training continues bit-exactly from `out_dir/checkpoint.pth` when there is one. A NaN or
-    Inf loss raises TrainingDiverged without saving; a stop request saves and raises TrainingStopped.
+    Inf loss raises TrainingDiverged and CUDA out of memory TrainingOutOfMemory, without saving; a
+    stop request saves and raises TrainingStopped, a data error (--strict-data) saves the last whole
+    step and raises.
     `validate()` (rank 0, every `cfg.eval_every` iterations) gives the numbers for eval.csv.
     """
     path = Path(out_dir) / checkpoint.CHECKPOINT_FILE
@@ -282,11 +288,20 @@ def train(
     batches = _batches(make_loader(done))
     try:
         for iteration in range(done + 1, cfg.iterations + 1):
-            images, targets = next(batches)
+            try:
+                images, targets = next(batches)
+            except DataError as err:
+                if iteration - 1 > done:
+                    save(iteration - 1)
+                kept = f"its checkpoint after iteration {iteration - 1} is kept" if iteration > 1 else "nothing saved"
+                raise DataError(f"{err}; {desc} stopped, {kept}") from None
             images = [image.to(device, non_blocking=True) for image in images]
             targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
             lr = optimizer.param_groups[0]["lr"]
-            loss, losses = train_step(model, optimizer, scaler, images, targets, precision)
+            try:
+                loss, losses = train_step(model, optimizer, scaler, images, targets, precision)
+            except torch.cuda.OutOfMemoryError:
+                raise TrainingOutOfMemory(f"{desc}: CUDA out of memory at iteration {iteration}") from None
             # one reduction per step: a stop request and a non-finite loss on any process stop them all
             stopping, failures = comm.agree(stop is not None and stop.requested, failure_code(loss, losses))
             if failures:

@@ -26,16 +26,17 @@ class Case:
     expect: str  # a fragment of the error line
 
 
-def write_coco(root: Path, split: str, edit: Callable[[dict], None] | None = None) -> tuple[Path, Path]:
-    """A valid two-image COCO split under root; `edit` may break its JSON before it is written."""
+def write_coco(root: Path, split: str, edit: Callable[[dict], None] | None = None, count: int = 2) -> tuple[Path, Path]:
+    """A valid COCO split of `count` images (ids 1..count) under root; `edit` may break its JSON first."""
     images = root / split
     images.mkdir(parents=True, exist_ok=True)
-    for i in (1, 2):
-        Image.new("RGB", (64, 48), (40 * i, 90, 160)).save(images / f"{i}.jpg")
+    ids = range(1, count + 1)
+    for i in ids:
+        Image.new("RGB", (64, 48), (40 * i % 256, 90, 160)).save(images / f"{i}.jpg")
     data = {
-        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in (1, 2)],
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 48} for i in ids],
         "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 16], "area": 320, "iscrowd": 0}
-                        for i in (1, 2)],
+                        for i in ids],
         "categories": [{"id": 1, "name": "thing", "supercategory": "thing"}],
     }
     if edit is not None:
