@@ -133,3 +133,38 @@ def test_evaluate_run_refuses_a_folder_without_checkpoints(tmp_path: Path, smoke
     (tmp_path / "config.yaml").write_text((smoke_run / "config.yaml").read_text())
     assert evaluate_main(["--run", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "has no checkpoint to evaluate" in capsys.readouterr().err
+
+
+def test_evaluate_run_on_another_validation_set_matches_pycocotools(smoke_run: Path, tmp_path: Path) -> None:
+    """The run's first seed, its checkpoints scored on a validation set of other images (same categories)."""
+    import dataclasses
+    import shutil
+
+    import numpy as np
+    import yaml
+    from pycocotools.cocoeval import COCOeval
+
+    from bench import data
+    from bench.evaluate import COCO_STAT_NAMES
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("seed1", "tables", "plots", "report.*"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["profile"]["seeds"] = [0]
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    other = data.make_synthetic(dataclasses.replace(get_profile("smoke").synthetic, seed=7), tmp_path / "cache")
+    out = tmp_path / "evaluated"
+    assert evaluate_main(["--run", str(run), "--val-ann", str(other.val_ann), "--val-images", str(other.val_images),
+                          "--out", str(out), "--no-progress"]) == 0
+    gt = COCO(str(other.val_ann))
+    for name in ("detnet59", "resnet50"):
+        folder = out / "seed0" / name
+        detections = json.loads((folder / "detections.json").read_text())
+        assert {d["image_id"] for d in detections} <= set(gt.getImgIds()) and detections
+        reference = COCOeval(gt, gt.loadRes(detections), "bbox")
+        reference.evaluate()
+        reference.accumulate()
+        reference.summarize()
+        stats = json.loads((folder / "metrics.json").read_text())["stats"]
+        np.testing.assert_allclose([stats[key] for key in COCO_STAT_NAMES], reference.stats)
+        assert stats != json.loads((smoke_run / "seed0" / name / "metrics.json").read_text())["stats"]  # other images
