@@ -1,19 +1,26 @@
 """The mechanism analyses of a run: RoI levels, proposal recall, evaluation on saved models, live curves."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
+from bench import data
 from bench.analysis.errors import STEPS
 from bench.analysis.proposals import ProposalProbe, level_rows, proposal_recall
 from bench.config import get_profile
 from bench.detector import build_detector
+from bench.evaluate import COCO_STAT_NAMES
 from bench.evaluate import main as evaluate_main
 
 # Hand-made RoIs and the level the FPN rule k = floor(4 + log2(sqrt(wh) / 53.76)), clamped to 2..5, gives them.
@@ -137,16 +144,6 @@ def test_evaluate_run_refuses_a_folder_without_checkpoints(tmp_path: Path, smoke
 
 def test_evaluate_run_on_another_validation_set_matches_pycocotools(smoke_run: Path, tmp_path: Path) -> None:
     """The run's first seed, its checkpoints scored on a validation set of other images (same categories)."""
-    import dataclasses
-    import shutil
-
-    import numpy as np
-    import yaml
-    from pycocotools.cocoeval import COCOeval
-
-    from bench import data
-    from bench.evaluate import COCO_STAT_NAMES
-
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("seed1", "tables", "plots", "report.*"))
     config = yaml.safe_load((run / "config.yaml").read_text())
