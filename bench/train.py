@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import platform
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -118,10 +119,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bfloat16 in hardware (AVX512-BF16/AMX CPUs, Ampere+ GPUs)."""
+    """Whether the device computes bfloat16 in hardware (AVX512-BF16/AMX CPUs, Ampere+ GPUs).
+
+    oneDNN's own check accepts any AVX-512 x86 CPU, where bf16 is emulated and slower than fp32,
+    so on x86 the AVX512-BF16 or AMX instructions must be there too.
+    """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return False
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return True
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

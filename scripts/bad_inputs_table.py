@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bad_inputs import CASES, run_case  # noqa: E402
+from bad_inputs import CASES, run_case, table_row  # noqa: E402
 
 
 def main() -> int:
@@ -21,9 +21,7 @@ def main() -> int:
         for case in CASES:
             with tempfile.TemporaryDirectory() as tmp:
                 done, _ = run_case(case, Path(tmp), Path(cache))
-                line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
-                line = line.replace(str(Path(tmp).resolve()), "…").replace(tmp, "…").replace("|", "\\|")
-                print(f"| {case.what} | {done.returncode} | `{line}` |", flush=True)
+                print(table_row(case, done, Path(tmp)), flush=True)
     return 0
 
 

@@ -152,14 +152,30 @@ CASES = [
 ]
 
 
-def run_case(case: Case, tmp: Path, cache: Path) -> tuple[subprocess.CompletedProcess, Path]:
-    """The case through `python -m bench.run` in a subprocess; returns it and the --out it was given."""
-    out = tmp / "new-run"
-    argv = ["--profile", "smoke", "--cache-dir", str(cache), "--out", str(out), "--no-progress", *case.argv(tmp)]
+def prepare_case(case: Case, tmp: Path, cache: Path) -> tuple[list[str], Path]:
+    """The case's inputs made under tmp; the arguments for `python -m bench.run` and the --out they name."""
+    argv = ["--profile", "smoke", "--cache-dir", str(cache), "--out", str(tmp / "new-run"), "--no-progress",
+            *case.argv(tmp)]
     if argv.count("--out") > 1:  # the case names its own --out
         del argv[argv.index("--out"):argv.index("--out") + 2]
     if argv.count("--cache-dir") > 1:
         del argv[argv.index("--cache-dir"):argv.index("--cache-dir") + 2]
+    return argv, Path(argv[argv.index("--out") + 1])
+
+
+def run_bench(argv: list[str], tmp: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "bench.run", *argv], cwd=tmp, capture_output=True, text=True, env=env)
-    return done, out
+    return subprocess.run([sys.executable, "-m", "bench.run", *argv], cwd=tmp, capture_output=True, text=True, env=env)
+
+
+def run_case(case: Case, tmp: Path, cache: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    """The case through `python -m bench.run` in a subprocess; returns it and the --out it was given."""
+    argv, out = prepare_case(case, tmp, cache)
+    return run_bench(argv, tmp), out
+
+
+def table_row(case: Case, done: subprocess.CompletedProcess, tmp: Path) -> str:
+    """The README's row for the case: the mistake, the exit code, the last line printed (the folder shortened)."""
+    line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    line = line.replace(str(tmp.resolve()), "…").replace(str(tmp), "…").replace("|", "\\|")
+    return f"| {case.what} | {done.returncode} | `{line}` |"

@@ -1,18 +1,26 @@
 """The mechanism analyses of a run: RoI levels, proposal recall, evaluation on saved models, live curves."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
+from bench import data
+from bench.analysis.errors import STEPS
 from bench.analysis.proposals import ProposalProbe, level_rows, proposal_recall
 from bench.config import get_profile
 from bench.detector import build_detector
+from bench.evaluate import COCO_STAT_NAMES
 from bench.evaluate import main as evaluate_main
 
 # Hand-made RoIs and the level the FPN rule k = floor(4 + log2(sqrt(wh) / 53.76)), clamped to 2..5, gives them.
@@ -74,20 +82,46 @@ def test_run_writes_the_mechanism_tables(smoke_run: Path) -> None:
     assert "## Why: the mechanism" in text and "plots/error_breakdown.png" in text
 
 
+def test_mechanism_numbers_are_consistent_per_backbone_and_seed(smoke_run: Path) -> None:
+    """Each step of the breakdown forgives more, so AP never falls; RoI shares are of all RoIs; recalls are
+    shares of objects, NaN exactly where a size has none."""
+    folders = sorted(smoke_run.glob("seed*/*/analysis.json"))
+    assert len(folders) == 4  # two backbones x two seeds
+    for path in folders:
+        analysis = json.loads(path.read_text())
+        breakdown = pd.DataFrame(analysis["error_breakdown"])
+        for area, rows in breakdown.groupby("area"):
+            ap = rows.set_index("step")["ap"].reindex(list(STEPS))
+            assert ap.drop("Sim").notna().all() and ap["Sim"] != ap["Sim"], (path, area)  # Sim skipped: NaN
+            steps = ap.dropna().to_numpy()
+            assert (steps[1:] >= steps[:-1] - 1e-12).all() and 0 <= steps[0] and steps[-1] == 1, (path, area, steps)
+        levels = pd.DataFrame(analysis["roi_levels"])
+        assert levels["share"].sum() == pytest.approx(1.0), path
+        assert levels["share"].to_numpy() == pytest.approx(levels["rois"].to_numpy() / levels["rois"].sum())
+        recall = pd.DataFrame(analysis["proposal_recall"])
+        empty = recall["objects"] == 0
+        assert recall.loc[empty, "recall"].isna().all() and recall.loc[~empty, "recall"].between(0, 1).all(), path
+        for _, same in recall.groupby(["size", "iou"]):  # more proposals never cover fewer objects
+            assert same.sort_values("proposals")["recall"].dropna().is_monotonic_increasing, path
+
+
 def test_eval_every_and_tensorboard(smoke_run: Path) -> None:
     folder = smoke_run / "seed0" / "detnet59"
     evals = pd.read_csv(folder / "eval.csv")
     assert list(evals["iteration"]) == [1, 2] and evals["AP"].between(0, 1).all()
+    assert (smoke_run / "plots" / "ap_vs_iteration.png").is_file()
     pytest.importorskip("tensorboard")
     assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
-    assert (smoke_run / "plots" / "ap_vs_iteration.png").is_file()
 
 
 def test_trained_latency_is_measured_beside_the_random_one(smoke_run: Path) -> None:
     rows = pd.read_csv(smoke_run / "measurements.csv")
-    trained = rows[rows["target"] == "detector_trained"]
-    assert set(trained["backbone"]) == {"detnet59", "resnet50"}
-    assert (trained["latency_ms_median"] > 0).all() and (trained["num_detections"] >= 0).all()
+    latency = rows[rows["metric"] == "latency"]
+    for target in ("detector", "detector_trained"):  # random weights, and the first seed's trained ones
+        measured = latency[latency["target"] == target]
+        assert sorted(measured["backbone"]) == ["detnet59", "resnet50"], target
+        assert (measured["latency_ms_median"] > 0).all(), target
+    assert (latency.loc[latency["target"] == "detector_trained", "num_detections"] >= 0).all()
 
 
 def test_evaluate_run_reproduces_the_runs_scores(smoke_run: Path, tmp_path: Path, capsys) -> None:
@@ -106,3 +140,28 @@ def test_evaluate_run_refuses_a_folder_without_checkpoints(tmp_path: Path, smoke
     (tmp_path / "config.yaml").write_text((smoke_run / "config.yaml").read_text())
     assert evaluate_main(["--run", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "has no checkpoint to evaluate" in capsys.readouterr().err
+
+
+def test_evaluate_run_on_another_validation_set_matches_pycocotools(smoke_run: Path, tmp_path: Path) -> None:
+    """The run's first seed, its checkpoints scored on a validation set of other images (same categories)."""
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("seed1", "tables", "plots", "report.*"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["profile"]["seeds"] = [0]
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    other = data.make_synthetic(dataclasses.replace(get_profile("smoke").synthetic, seed=7), tmp_path / "cache")
+    out = tmp_path / "evaluated"
+    assert evaluate_main(["--run", str(run), "--val-ann", str(other.val_ann), "--val-images", str(other.val_images),
+                          "--out", str(out), "--no-progress"]) == 0
+    gt = COCO(str(other.val_ann))
+    for name in ("detnet59", "resnet50"):
+        folder = out / "seed0" / name
+        detections = json.loads((folder / "detections.json").read_text())
+        assert {d["image_id"] for d in detections} <= set(gt.getImgIds()) and detections
+        reference = COCOeval(gt, gt.loadRes(detections), "bbox")
+        reference.evaluate()
+        reference.accumulate()
+        reference.summarize()
+        stats = json.loads((folder / "metrics.json").read_text())["stats"]
+        np.testing.assert_allclose([stats[key] for key in COCO_STAT_NAMES], reference.stats)
+        assert stats != json.loads((smoke_run / "seed0" / name / "metrics.json").read_text())["stats"]  # other images

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from bench.compare import main
@@ -60,3 +61,57 @@ def test_a_setting_an_older_run_did_not_record_is_named(smoke_run: Path, tmp_pat
     assert main([str(a), str(b), "--out", str(tmp_path / "merged")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"profile.detector.zero_init_last is not recorded in {b}/config.yaml" in err
+
+
+def _edit_config(folder: Path, edit) -> None:
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    edit(config)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@pytest.mark.parametrize("setting, edit, message", [
+    ("pretrained", lambda c: c.update(pretrained_dir="/weights"), "pretrained differs (True vs False)"),
+    ("data", lambda c: c["data"].update(val_ann="/coco/annotations/instances_val2017.json"), "data.val_ann differs"),
+])
+def test_runs_that_are_not_comparable_are_refused(smoke_run: Path, tmp_path: Path, capsys, setting: str, edit,
+                                                  message: str) -> None:
+    a, b = _one_seed(smoke_run, 0, tmp_path / "a"), _one_seed(smoke_run, 1, tmp_path / "b")
+    _edit_config(b, edit)
+    assert main([str(a), str(b), "--out", str(tmp_path / "merged")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and message in err, setting
+    assert not (tmp_path / "merged").exists()
+
+
+def test_the_same_folder_twice_is_refused(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    a = _one_seed(smoke_run, 0, tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    assert main([str(a), str(tmp_path / "b" / ".." / "a"), "--out", str(tmp_path / "merged")]) == 2
+    assert "a run folder is given twice" in capsys.readouterr().err
+    assert not (tmp_path / "merged").exists()
+
+
+def test_folders_without_a_finished_backbone_are_refused(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    a, b = _one_seed(smoke_run, 0, tmp_path / "a"), _one_seed(smoke_run, 1, tmp_path / "b")
+    for metrics in [*a.glob("seed*/*/metrics.json"), *b.glob("seed*/*/metrics.json")]:
+        metrics.unlink()  # trained, never evaluated: nothing to compare
+    assert main([str(a), str(b), "--out", str(tmp_path / "merged")]) == 2
+    assert "none of the folders has a finished backbone to compare" in capsys.readouterr().err
+
+
+def test_a_backbone_added_later_is_merged(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    """detnet59 run first, resnet50 later with the same seeds: the merge is the run of both."""
+    folders = {}
+    for name, other in (("detnet59", "resnet50"), ("resnet50", "detnet59")):
+        folders[name] = tmp_path / name
+        shutil.copytree(smoke_run, folders[name], ignore=shutil.ignore_patterns("tables", "plots", "report.*",
+                                                                                 "checkpoint.pth", other))
+        _edit_config(folders[name], lambda c, name=name: c.update(backbones=[name]))
+    out = tmp_path / "merged"
+    assert main([str(folders["detnet59"]), str(folders["resnet50"]), "--out", str(out)]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["backbones"] == ["detnet59", "resnet50"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "tables" / "differences.csv"),
+                                  pd.read_csv(smoke_run / "tables" / "differences.csv"))
+    merged = pd.read_csv(out / "metrics.csv")
+    assert list(zip(merged["backbone"], merged["source"])) == [
+        ("detnet59", str(folders["detnet59"])), ("resnet50", str(folders["resnet50"]))] * 2

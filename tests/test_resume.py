@@ -88,8 +88,10 @@ def test_sigkill_between_checkpoints_then_resume_is_bit_exact(uninterrupted: Pat
 
 
 def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(uninterrupted: Path, tmp_path: Path) -> None:
+    """No checkpoint is due before the end here, so the one found can only be the save on stopping."""
     run = tmp_path / "run"
-    process = bench_run(*ARGS, "--out", str(run), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+    process = bench_run(*ARGS, "--set", f"train.checkpoint_every={ITERATIONS}", "--out", str(run),
+                        "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
     wait_for_iteration(process, run, 1)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate()
@@ -98,9 +100,44 @@ def test_sigterm_saves_a_checkpoint_and_says_how_to_resume(uninterrupted: Path, 
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "interrupted" and "SIGTERM" in status["reason"]
     stopped_at = torch.load(run / "seed0" / "resnet50" / "checkpoint.pth", weights_only=True)["iteration"]
-    assert 1 <= stopped_at < ITERATIONS
+    assert 1 <= stopped_at < ITERATIONS and stopped_at == max(logged_iterations(run))  # saved after its last step
 
     resumed = bench_run("--resume", str(run), "--no-progress", cwd=tmp_path)
     _, err = resumed.communicate()
     assert resumed.returncode == 0, err[-2000:]
     assert_same_as(run, uninterrupted)
+
+
+def test_resume_refuses_a_changed_weights_file_or_a_backbone_that_builds_differently(
+        tmp_path: Path, smoke_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fairness audit is recomputed on --resume and must match the one the run recorded (no training here)."""
+    import timm
+    from timm.models import _registry
+
+    from bench.errors import UsageError
+    from bench.run import parse_args, prepare
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    torch.save(timm.create_model("resnet50").state_dict(), weights / "resnet50.pth")
+    run = tmp_path / "run"
+    prepare(parse_args(["--profile", "smoke", "--backbones", "resnet50", "--pretrained-dir", str(weights),
+                        "--out", str(run), "--cache-dir", str(smoke_cache)]))
+    resume = parse_args(["--resume", str(run)])
+    prepare(resume)  # nothing changed: accepted
+
+    state = torch.load(weights / "resnet50.pth", weights_only=True)
+    state["layer1.0.conv1.weight"] += 1e-3  # other ImageNet weights under the same name
+    torch.save(state, weights / "resnet50.pth")
+    with pytest.raises(UsageError, match=r"audit\.resnet50\.weights_sha256 differs .*a weights file or the backbone"):
+        prepare(resume)
+
+    # From scratch, with a timm whose resnet50 has one more bottleneck in its last stage.
+    scratch = tmp_path / "scratch"
+    prepare(parse_args(["--profile", "smoke", "--backbones", "resnet50", "--out", str(scratch),
+                        "--cache-dir", str(smoke_cache)]))
+    original = _registry._model_entrypoints["resnet50"]
+    monkeypatch.setitem(_registry._model_entrypoints, "resnet50",
+                        lambda pretrained=False, **kwargs: original(pretrained, **{**kwargs, "layers": (3, 4, 6, 4)}))
+    with pytest.raises(UsageError, match=r"audit\.resnet50\.decayed_tensors differs"):
+        prepare(parse_args(["--resume", str(scratch)]))

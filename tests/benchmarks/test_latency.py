@@ -13,6 +13,7 @@ import torch
 from backbones import SUPPORTED_BACKBONES, create_backbone
 from bench.config import get_profile
 from bench.measure import infer, inference_detector
+from bench.measure.compute import count_rois
 
 SIZE = 128
 NUM_PROPOSALS = 50
@@ -47,7 +48,9 @@ def test_backbone_forward(benchmark, feature_extractors, name):
 def test_detector_inference(benchmark, detectors, name):
     benchmark.group = f"detector-{SIZE}"
     benchmark.extra_info["threads"] = torch.get_num_threads()
-    detections = benchmark(infer, detectors[name], [torch.rand(3, SIZE, SIZE)], "cpu", "float32")
+    with count_rois(detectors[name]) as rois:
+        detections = benchmark(infer, detectors[name], [torch.rand(3, SIZE, SIZE)], "cpu", "float32")
+    assert rois and set(rois) == {NUM_PROPOSALS}  # every timed call: exactly NUM_PROPOSALS RoIs
     assert len(detections) == 1
     assert set(detections[0]) == {"boxes", "labels", "scores"}
     assert detections[0]["boxes"].shape[1:] == (4,)
