@@ -21,7 +21,7 @@ from .config import Profile, RunConfig, get_profile
 from .errors import ConfigError
 
 
-def _one_line(err: Exception) -> str:
+def one_line(err: Exception) -> str:
     """OmegaConf's messages span several lines (key, types...): keep the reason and the key."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), "")
@@ -63,14 +63,14 @@ def build(
         if raw:
             merged = OmegaConf.merge(merged, raw)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"{source}{_one_line(err)}") from None
+        raise ConfigError(f"{source}{one_line(err)}") from None
     try:
         for key, value in (options or {}).items():
             OmegaConf.update(merged, key, value, merge=False)
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(_checked_overrides(overrides)))
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(checked_overrides(overrides)))
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"--set {_one_line(err)}" if overrides else _one_line(err)) from None
+        raise ConfigError(f"--set {one_line(err)}" if overrides else one_line(err)) from None
     validate(cfg)
     return cfg
 
@@ -78,16 +78,18 @@ def build(
 PROFILE_SECTIONS = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")  # seeds too
 
 
-def _checked_overrides(overrides: Iterable[str]) -> list[str]:
-    """`section.key=value`: a profile setting (`train.iterations=400`, `seeds=[0,1]`) or a run
-    setting (`device=cpu`); a bare word or a missing `=` would otherwise be read as null."""
+def checked_overrides(overrides: Iterable[str], sections: Iterable[str] = PROFILE_SECTIONS,
+                      example: str = "train.iterations=400") -> list[str]:
+    """`section.key=value`: a profile setting (`train.iterations=400`, `seeds=[0,1]`, any of `sections`)
+    or a run setting (`device=cpu`); a bare word or a missing `=` would otherwise be read as null."""
+    sections = tuple(sections)
     dotlist = []
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.iterations=400")
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. {example}")
         key = key.strip()
-        if key.split(".")[0] in PROFILE_SECTIONS:
+        if key.split(".")[0] in sections:
             key = f"profile.{key}"
         dotlist.append(f"{key}={value}")
     return dotlist

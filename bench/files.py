@@ -11,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -108,3 +109,15 @@ def read_status(run_dir: str | Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def publish_dir(tmp: Path, root: Path, complete: str) -> None:
+    """Move the fully written folder `tmp` into place as `root`, whose file `complete` marks it whole:
+    a half-written `root` of an interrupted run is replaced; one another process finished first wins."""
+    if root.exists() and not (root / complete).is_file():
+        shutil.rmtree(root)
+    try:
+        tmp.rename(root)
+    except OSError:
+        if not (root / complete).is_file():
+            raise

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..config import DataSource, SyntheticConfig
+from ..files import publish_dir
 
 SYNTHETIC_CATEGORIES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
 
@@ -75,13 +76,7 @@ def _generate(cfg: SyntheticConfig, root: Path) -> None:
             coco = _write_split(tmp / split, count, cfg.image_size, (cfg.seed, split_index))
             (tmp / f"instances_{split}.json").write_text(json.dumps(coco))
         (tmp / _COMPLETE).write_text(json.dumps(asdict(cfg)))
-        if root.exists() and not (root / _COMPLETE).is_file():
-            shutil.rmtree(root)  # half-written by an interrupted run
-        try:
-            tmp.rename(root)
-        except OSError:  # another process finished the same set first
-            if not (root / _COMPLETE).is_file():
-                raise
+        publish_dir(tmp, root, _COMPLETE)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -139,13 +139,7 @@ def build(profile: str | None = None, file: str | Path | None = None, options: d
     name = profile or named or "imagenet"
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    dotlist = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. recipe.epochs=3")
-        key = key.strip()
-        dotlist.append(f"profile.{key}={value}" if key.split(".")[0] in SECTIONS else f"{key}={value}")
+    dotlist = configure.checked_overrides(overrides, SECTIONS, example="recipe.epochs=3")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(PretrainConfig(profile=PROFILES[name]())), raw)
         for key, value in (options or {}).items():
@@ -153,7 +147,7 @@ def build(profile: str | None = None, file: str | Path | None = None, options: d
         cfg = OmegaConf.to_object(OmegaConf.merge(merged, OmegaConf.from_dotlist(dotlist)))
     except OmegaConfBaseException as err:
         where = f"{file}: " if file is not None and not overrides else ("--set " if overrides else "")
-        raise ConfigError(f"{where}{configure._one_line(err)}") from None
+        raise ConfigError(f"{where}{configure.one_line(err)}") from None
     configure.validate(cfg)
     if len(set(cfg.backbones)) != len(cfg.backbones) or not cfg.backbones:
         raise ConfigError(f"backbones must be distinct and at least one, got {cfg.backbones}")

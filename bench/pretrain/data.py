@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..config import SyntheticConfig
 from ..data import PairedBatchSampler, SampleKey, make_synthetic
 from ..errors import DataError
+from ..files import publish_dir
 from .config import GeneratedSetConfig, InputConfig
 
 SPLITS = ("train", "val")
@@ -56,12 +57,7 @@ def generated_set(cfg: GeneratedSetConfig, cache_dir: str | Path) -> Path:
                                    ("val", source.val_ann, source.val_images)):
             _write_crops(json.loads(Path(ann).read_text()), Path(images), tmp / split, cfg.crop_size)
         (tmp / _COMPLETE).write_text(payload)
-        shutil.rmtree(root, ignore_errors=True)  # a half-written folder of an interrupted run
-        try:
-            tmp.rename(root)
-        except OSError:  # another process finished the same set first
-            if not (root / _COMPLETE).is_file():
-                raise
+        publish_dir(tmp, root, _COMPLETE)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
