@@ -26,8 +26,8 @@ def detnet() -> backbones.DetNet:
 
 
 def test_registered_with_timm() -> None:
-    assert timm.list_models("detnet*") == ["detnet59"]
-    assert timm.is_model("detnet59")
+    assert timm.list_models("detnet*") == ["detnet59", "detnet59_noproj"]
+    assert timm.is_model("detnet59") and timm.is_model("detnet59_noproj")
 
 
 def test_stage_strides_and_channels(detnet: backbones.DetNet) -> None:

@@ -170,18 +170,18 @@ class Tiny(torch.nn.Module):
         return self.conv(x).relu()
 
 
-def test_each_compiled_backbone_gets_its_own_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_compiled_backbone_gets_its_own_graph() -> None:
     """Models of one class share forward's code object, and dynamo's recompile limit counts per code
     object: without a reset the second model (another input size) would run eager, silently."""
     from torch._dynamo.testing import CompileCounter
 
     limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"  # torch < 2.7
-    monkeypatch.setattr(torch._dynamo.config, limit, 1)
-    monkeypatch.setattr(torch._dynamo.config, "automatic_dynamic_shapes", False)
     counter = CompileCounter()
-    for side in (16, 24):
-        model = SimpleNamespace(backbone=SimpleNamespace(body=Tiny()))
-        train.compile_backbone(model, backend=counter)
-        model.backbone.body(torch.rand(1, 3, side, side))
+    # config.patch, not monkeypatch: undoing a setattr on dynamo's config module can drop the setting
+    with torch._dynamo.config.patch(**{limit: 1, "automatic_dynamic_shapes": False}):
+        for side in (16, 24):
+            model = SimpleNamespace(backbone=SimpleNamespace(body=Tiny()))
+            train.compile_backbone(model, backend=counter)
+            model.backbone.body(torch.rand(1, 3, side, side))
     assert counter.frame_count == 2
     torch.compiler.reset()
