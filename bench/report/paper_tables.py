@@ -114,9 +114,10 @@ def iou_differences_table(run: Run, kind: str) -> Table | None:
         f"table{number}_{kind.lower()}_differences", f"Table {number}'s differences between backbones (points)",
         pd.DataFrame(rows),
         note=("Run rows: difference of the means over the seeds both backbones finished, with its 95% interval "
-              "(paired two-level bootstrap over seeds and validation images); 'ahead' / 'behind' when the interval "
-              "excludes 0 with two or more seeds, otherwise not resolved (or, with one seed, training noise not "
-              f"measured). Paper rows: the paper's difference ({paper['source']}, {paper['setting']}), its direction "
+              "(t interval over seeds with image-bootstrap noise, as in the differences table) and its verdict: "
+              "every cell is a secondary metric, Holm-adjusted with the differences table's rows; 'ahead' / "
+              "'behind' need three seeds, fewer are provisional. "
+              f"Paper rows: the paper's difference ({paper['source']}, {paper['setting']}), its direction "
               "the thing to compare."),
     )
 
