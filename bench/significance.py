@@ -185,7 +185,8 @@ def power(effect: float, seed_variance: float, image_variance: float, seeds: int
           level: float = LEVEL) -> float:
     """Chance that a true difference `effect` is resolved with `seeds` seeds (None: infinitely many).
 
-    Noncentral t with the verdict's df; normal where df is infinite (image noise only).
+    Noncentral t with the verdict's df; normal where df is infinite (image noise only). The far tail is
+    P(T > c) with the noncentrality negated (T(nc) = -T(-nc)): scipy's `nct.cdf` returns NaN far out there.
     """
     seed_part = 0.0 if seeds is None else seed_variance / seeds
     se = np.sqrt(seed_part + image_variance)
@@ -195,7 +196,7 @@ def power(effect: float, seed_variance: float, image_variance: float, seeds: int
     critical, shift = stats.t.ppf(0.5 + level / 2, df), abs(effect) / se
     if np.isinf(df):
         return float(stats.norm.sf(critical - shift) + stats.norm.cdf(-critical - shift))
-    return float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+    return float(stats.nct.sf(critical, df, shift) + stats.nct.sf(critical, df, -shift))
 
 
 def seeds_needed(effect: float, seed_variance: float, image_variance: float, seeds: int,

@@ -111,6 +111,15 @@ def test_seeds_needed_matches_power_tables() -> None:
     assert seeds_needed(0.01, 1.0, 0.0, seeds=3) == "more than 100"
 
 
+def test_power_of_a_large_difference_is_one() -> None:
+    """The committed default run's AP (+6.0, s^2 0.035, V_img 0.36): 3 seeds resolve it; scipy's far-tail cdf
+    is NaN there, which once made this read "6 seeds"."""
+    assert power(6.0, 0.0351, 0.358, 3) == pytest.approx(1.0)
+    assert seeds_needed(6.0, 0.0351, 0.358, seeds=3) == 3
+    assert seeds_needed(-6.0, 0.0351, 0.358, seeds=3) == 3
+    assert power(-0.7, 0.0351, 0.358, 3) == pytest.approx(power(0.7, 0.0351, 0.358, 3), rel=1e-12)
+
+
 def test_comparison_refuses_evaluations_on_other_images(tiny_evals: list[list[ImageEval]]) -> None:
     (a, *_), (b, *_) = tiny_evals
     moved = ImageEval(**{**vars(b), "image_ids": b.image_ids + 1})
