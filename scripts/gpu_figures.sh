@@ -14,8 +14,11 @@
 #
 # Every step's output goes to <out>/<step>.log and its exit status and seconds to <out>/status.tsv;
 # a failed step does not stop the others. Each step has a time limit (exit status 124 in status.tsv:
-# it ran out of time); the limits add up to 11 minutes, sized for the whole to end within 10 on one
-# H100/H200 (not yet timed on one).
+# it ran out of time). STEPS, a regular expression, runs only the steps whose names match it in full
+# (e.g. STEPS='measure|mfu|overhead-.*'), to rerun what failed. On one H200 (2026-12-04,
+# results/gpu-NVIDIA-H200/) the steps took: tests 18 s, smoke-bf16 41 s, measure 115 s, measure-compiled
+# about 60 s a backbone, mfu 1 s, overhead about 50 s a backbone: about 7.5 minutes in all; the two-GPU
+# torchrun steps have not run on a machine yet.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${PYTHONPATH:-.}" PYTHONUNBUFFERED=1
@@ -61,6 +64,7 @@ printf 'step\texit_status\tseconds\n' > "$out/status.tsv"
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its log and exit status, carry on
   local name=$1 limit=$2 start=$SECONDS status
   shift 2
+  [[ -n "${STEPS:-}" && ! $name =~ ^(${STEPS})$ ]] && return 0
   echo "\$ $*" | tee -a "$out/commands.txt"
   timeout --kill-after=15 "$limit" "$@" > "$out/$name.log" 2>&1
   status=$?
@@ -98,22 +102,22 @@ if [ "$gpus" -ge 2 ]; then
 else
   printf 'torchrun-*\tskipped: %s GPU\t0\n' "$gpus" | tee -a "$out/status.tsv"
 fi
-# 4. Cost at the paper's 800 px: eager at batch 1/2/4/8, fp32/bf16, channels-last; compiled at one batch.
-step measure 100 "$py" -m bench.measure --backbones detnet59,resnet50,resnet101 --device cuda --profile paper \
-  --set 'measure.batch_sizes=[1,2,4,8]' --set 'measure.channels_last=[false,true]' --set measure.cpu=false \
+# 4. Cost at the paper's 800 px: eager at batch 1/8, fp32/bf16, channels-last; compiled at one batch.
+step measure 220 "$py" -m bench.measure --backbones detnet59,resnet50,resnet101 --device cuda --profile paper \
+  --set 'measure.batch_sizes=[1,8]' --set 'measure.channels_last=[false,true]' --set measure.cpu=false \
   --set measure.repeats=3 --set measure.min_run_time=0.2 --out "$out/measure" --no-progress
-step measure-compiled 90 "$py" -m bench.measure --backbones detnet59,resnet50,resnet101 --device cuda --profile paper \
+step measure-compiled 200 "$py" -m bench.measure --backbones detnet59,resnet50,resnet101 --device cuda --profile paper \
   --set 'measure.batch_sizes=[2]' --set 'measure.channels_last=[true]' --set 'measure.dtypes=[bfloat16]' \
   --set 'measure.compile=[true]' --set measure.cpu=false --set measure.repeats=3 --set measure.min_run_time=0.2 \
   --out "$out/measure-compiled" --no-progress
 # 5. MFU of backbone inference against the card's bf16 peak.
 step mfu 10 "$py" scripts/mfu.py "$out/measure"
-# 6. Paper-geometry training on generated 800 px images, bf16, 100 iterations: images/s, the harness's
+# 6. Paper-geometry training on generated 800 px images, bf16, 40 iterations: images/s, the harness's
 #    overhead against a bare loop, the fast paths.
 for backbone in resnet50 detnet59; do
-  step "overhead-$backbone" 35 "$py" -m bench.overhead --profile paper --device cuda --backbone "$backbone" \
+  step "overhead-$backbone" 65 "$py" -m bench.overhead --profile paper --device cuda --backbone "$backbone" \
     --set train.batch_size=8 --set synthetic.image_size=800 --set synthetic.num_train=64 \
-    --set synthetic.num_val=16 --iterations 100 --rounds 10
+    --set synthetic.num_val=16 --iterations 40 --rounds 5
 done
 rm -rf "$runs"
 failed=$(awk -F'\t' 'NR > 1 && $2 != 0 && $2 !~ /^skipped/' "$out/status.tsv" | wc -l)
