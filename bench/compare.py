@@ -23,7 +23,7 @@ from .files import write_csv, write_json, write_text
 from .report.load import load_config, result_dir, seeds_of
 from .run import metrics_row
 
-RESULT_FILES = ("metrics.json", "loss.csv", "detections.json", "evaluation.npz", "diverged.json")
+RESULT_FILES = ("metrics.json", "analysis.json", "loss.csv", "detections.json", "evaluation.npz", "diverged.json")
 # What may differ between merged runs: which seeds and backbones ran, where, and how cost was measured.
 FREE = ("backbones", "profile.seeds", "profile.measure", "device", "cache_dir", "pretrained_dir", "audit", "seed")
 
@@ -87,7 +87,7 @@ def merged_config(configs: dict[Path, dict[str, Any]], owners: dict[tuple[str, i
 
 
 def _measurements(configs: dict[Path, dict[str, Any]], backbones: list[str], name: str) -> pd.DataFrame | None:
-    """Each backbone's rows of `name` from the first folder that measured it."""
+    """Each backbone's rows of `name` (costs, receptive fields) from the first folder that measured it."""
     frames, seen = [], set()
     for path in configs:
         if (path / name).is_file():
@@ -117,7 +117,7 @@ def merge(run_dirs: list[Path], out: Path) -> Path:
         rows.append({**metrics_row(json.loads((source / "metrics.json").read_text())), "source": str(path)})
     write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     write_csv(out / "metrics.csv", pd.DataFrame(rows))
-    for name in ("measurements.csv", "flops_by_module.csv"):
+    for name in ("measurements.csv", "flops_by_module.csv", "receptive_field.csv"):
         frame = _measurements(configs, config["backbones"], name)
         if frame is not None:
             write_csv(out / name, frame)

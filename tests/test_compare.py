@@ -34,6 +34,16 @@ def test_merging_two_seeds_gives_the_two_seed_report(smoke_run: Path, tmp_path: 
     assert yaml.safe_load((out / "config.yaml").read_text())["profile"]["seeds"] == [0, 1]
     assert list(pd.read_csv(out / "metrics.csv")["source"]) == [str(a), str(a), str(b), str(b)]
     assert f"Merged by `bench.compare` from `{a}`, `{b}`" in (out / "report.md").read_text()
+    _assert_same_tables(out, smoke_run)
+
+
+def _assert_same_tables(merged: Path, original: Path) -> None:
+    """Every table of the original run, the mechanism's too (analysis.json, receptive fields), is in the merge."""
+    tables = sorted(path.name for path in (original / "tables").glob("*.csv"))
+    assert {"error_breakdown.csv", "receptive_field.csv"} <= set(tables)
+    assert sorted(path.name for path in (merged / "tables").glob("*.csv")) == tables
+    for name in tables:
+        pd.testing.assert_frame_equal(pd.read_csv(merged / "tables" / name), pd.read_csv(original / "tables" / name))
 
 
 def test_a_run_with_another_setting_is_refused(smoke_run: Path, tmp_path: Path, capsys) -> None:
@@ -107,6 +117,8 @@ def test_a_backbone_added_later_is_merged(smoke_run: Path, tmp_path: Path, capsy
         shutil.copytree(smoke_run, folders[name], ignore=shutil.ignore_patterns("tables", "plots", "report.*",
                                                                                  "checkpoint.pth", other))
         _edit_config(folders[name], lambda c, name=name: c.update(backbones=[name]))
+        fields = pd.read_csv(folders[name] / "receptive_field.csv")
+        fields[fields["backbone"] == name].to_csv(folders[name] / "receptive_field.csv", index=False)
     out = tmp_path / "merged"
     assert main([str(folders["detnet59"]), str(folders["resnet50"]), "--out", str(out)]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["backbones"] == ["detnet59", "resnet50"]
@@ -115,3 +127,4 @@ def test_a_backbone_added_later_is_merged(smoke_run: Path, tmp_path: Path, capsy
     merged = pd.read_csv(out / "metrics.csv")
     assert list(zip(merged["backbone"], merged["source"])) == [
         ("detnet59", str(folders["detnet59"])), ("resnet50", str(folders["resnet50"]))] * 2
+    _assert_same_tables(out, smoke_run)
