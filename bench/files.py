@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import pandas as pd
 
+from .errors import UsageError
+
 STATUS_FILE = "status.json"
 # No space left, a quota, or a file-size limit (RLIMIT_FSIZE): to the user, all a full disk.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -81,6 +83,17 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, value: Any, indent: int | None = 2) -> None:
     write_text(path, json.dumps(value, indent=indent) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file's value; a file that is missing, unreadable or not JSON is the user's mistake (`UsageError`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: invalid JSON ({exc})") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror or exc}") from None
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:

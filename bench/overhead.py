@@ -8,8 +8,8 @@ inputs, interleaved round by round so drifting clocks and neighbours hit both al
   same SGD optimizer;
 - `training loop`: `bench.train.train` (data loading, logging, the progress line) per iteration
   against the bare step on one fixed batch; the loader's images/s alone is printed beside it;
-- `inference`: `bench.evaluate.predict` (batches from the loader, conversion to COCO results)
-  against the model called on the same images, held in memory;
+- `inference`: `bench.evaluation.evaluator.predict` into a `CocoEvaluator` (batches from the loader,
+  conversion to COCO results) against the model called on the same images, held in memory;
 - and what the fast paths change for a training step: `bf16/fp32` and `channels_last/contiguous`
   time ratios (below 1 is faster).
 """
@@ -25,9 +25,11 @@ from pathlib import Path
 
 import torch
 
-from . import configure, data, detector, evaluate, train
+from . import configure, data, detector, train
 from .cli import ArgumentParser, check_backbones, check_device, entry_point
 from .config import PROFILES
+from .evaluation.evaluator import predict
+from .evaluation.evaluators import CocoEvaluator
 from .measure.timing import pinned_threads
 
 
@@ -137,6 +139,7 @@ def inference_ratio(bench: Bench, images: int, rounds: int) -> float:
     subset = torch.utils.data.Subset(bench.val_set, range(min(images, len(bench.val_set))))
     loader = torch.utils.data.DataLoader(subset, batch_size=2, collate_fn=data.collate)
     held = [[image.to(bench.device) for image in batch] for batch, _ in loader]
+    boxes = CocoEvaluator(None, bench.val_set.label_to_category_id, sharded=False)  # converts, never scores
 
     def bare() -> None:
         with torch.inference_mode():
@@ -144,7 +147,7 @@ def inference_ratio(bench: Bench, images: int, rounds: int) -> float:
                 model(batch)
 
     return interleaved(
-        lambda: evaluate.predict(model, loader, bench.val_set.label_to_category_id, bench.device, progress=False),
+        lambda: predict(model, loader, boxes, bench.device, progress=False),
         bare, rounds, bench.device)
 
 

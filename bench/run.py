@@ -20,13 +20,15 @@ import torch
 
 from backbones import init_seed, parse_backbone, split_backbones
 
-from . import checkpoint, comm, configure, data, detector, evaluate, failures, measure, report, train
+from . import checkpoint, comm, configure, data, detector, failures, measure, report, train
 from .analysis.receptive_field import receptive_field_rows
 from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir, parse_seeds
 from .config import PROFILES, BackboneAudit, RunConfig
 from .errors import ConfigError, DataError, ExitStatus, UsageError, UserError
-from .evaluate_run import evaluate_model, trained_detector
-from .files import set_status, sha256, write_csv, write_json, write_text
+from .evaluation.evaluator import inference_on_dataset
+from .evaluation.evaluators import BOX_SCORES, CocoEvaluator
+from .evaluation.trained import evaluate_model, trained_detector
+from .files import read_json, set_status, sha256, write_csv, write_json, write_text
 from .pretrain.provenance import read_provenance
 
 CONFIG_FILE, METRICS_FILE, DATA_REPORT = "config.yaml", "metrics.csv", "data_report.json"
@@ -291,8 +293,8 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
 
     def validate() -> dict[str, float]:
         """AP on the validation set now, for eval.csv (train.eval_every)."""
-        found = evaluate.predict(model, val_loader, val_set.label_to_category_id, device, progress=False)
-        stats = evaluate.evaluate_detections(coco_gt, found).stats
+        boxes = CocoEvaluator(coco_gt, val_set.label_to_category_id, sharded=False)  # rank 0 alone
+        stats = inference_on_dataset(model, val_loader, boxes, device, progress=False)[BOX_SCORES]["stats"]
         return {name: stats[name] for name in train.EVAL_COLUMNS[1:]}
 
     try:
@@ -373,7 +375,7 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
     for seed in cfg.profile.seeds:
         for name in cfg.backbones:
             out_dir = result_dir(run_dir, seed, name)
-            done = evaluate.read_json(out_dir / "metrics.json") if resume and (out_dir / "metrics.json").is_file() else None
+            done = read_json(out_dir / "metrics.json") if resume and (out_dir / "metrics.json").is_file() else None
             if resume and (out_dir / DIVERGED_FILE).is_file():
                 diverged.append(f"{name} seed {seed}")
                 continue  # it would diverge again: the same seed gives the same steps

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from bench import checkpoint, configure, data
-from bench.evaluate_run import evaluate_model, trained_detector
+from bench.evaluation.trained import evaluate_model, trained_detector
 
 
 def main(run_dir: str, out_dir: str) -> None:

@@ -1,4 +1,4 @@
-"""bench.evaluate against pycocotools' numbers on a real 100-image COCO subset."""
+"""bench.evaluation's scores and bench.evaluate against pycocotools' numbers on a real 100-image COCO subset."""
 from __future__ import annotations
 
 import contextlib
@@ -12,14 +12,10 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from bench.evaluate import (
-    COCO_STAT_NAMES,
-    EvalResult,
-    detections_to_coco,
-    evaluate_detections,
-    main,
-    predict,
-)
+from bench.evaluate import main
+from bench.evaluation.coco import COCO_STAT_NAMES, EvalResult, detections_to_coco, score
+from bench.evaluation.evaluator import inference_on_dataset
+from bench.evaluation.evaluators import BOX_SCORES, CocoEvaluator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data" / "coco-val2014-100"
@@ -55,7 +51,7 @@ def detections() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def result(coco_gt: COCO, detections: list[dict]) -> EvalResult:
-    return evaluate_detections(coco_gt, detections)
+    return score(coco_gt, detections)[0]
 
 
 def test_stats_match_pycocotools(result: EvalResult) -> None:
@@ -65,7 +61,7 @@ def test_stats_match_pycocotools(result: EvalResult) -> None:
 
 
 def test_input_detections_not_mutated(coco_gt: COCO, detections: list[dict]) -> None:
-    evaluate_detections(coco_gt, detections[:5])
+    score(coco_gt, detections[:5])
     assert set(detections[0]) == {"image_id", "category_id", "bbox", "score"}
 
 
@@ -95,11 +91,11 @@ def test_ground_truth_as_detections_is_perfect(coco_gt: COCO) -> None:
         for ann in coco_gt.dataset["annotations"]
         if not ann["iscrowd"]
     ]
-    assert evaluate_detections(coco_gt, perfect).stats["AP"] == 1.0
+    assert score(coco_gt, perfect)[0].stats["AP"] == 1.0
 
 
 def test_empty_detections_score_zero(coco_gt: COCO, result: EvalResult) -> None:
-    empty = evaluate_detections(coco_gt, [])
+    empty = score(coco_gt, [])[0]
     assert empty.num_detections == 0
     for name, value in empty.stats.items():
         # -1 stays where the fixture has no GT in that range, as COCOeval reports it.
@@ -109,7 +105,7 @@ def test_empty_detections_score_zero(coco_gt: COCO, result: EvalResult) -> None:
 def test_unknown_image_id_rejected(coco_gt: COCO) -> None:
     bad = [{"image_id": -7, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]
     with pytest.raises(ValueError, match="image_id -7"):
-        evaluate_detections(coco_gt, bad)
+        score(coco_gt, bad)
 
 
 def test_detections_to_coco_xyxy_to_xywh_and_category_ids() -> None:
@@ -142,13 +138,22 @@ class FixedBoxDetector(torch.nn.Module):
         ]
 
 
-def test_predict_returns_coco_results() -> None:
+def test_inference_feeds_the_evaluator_and_scores_once(tmp_path: Path) -> None:
     image = torch.rand(3, 32, 32)
     loader = [([image, image], [{"image_id": 5}, {"image_id": 6}]), ([image], [{"image_id": 9}])]
-    results = predict(FixedBoxDetector().train(), loader, {3: 17}, "cpu", progress=False)
-    assert results == [
-        {"image_id": i, "category_id": 17, "bbox": [1.0, 2.0, 10.0, 20.0], "score": 0.5} for i in (5, 6, 9)
-    ]
+    coco_gt = COCO()
+    coco_gt.dataset = {"images": [{"id": i, "width": 32, "height": 32} for i in (5, 6, 9)],
+                       "categories": [{"id": 17, "name": "thing"}],
+                       "annotations": [{"id": 1, "image_id": 5, "category_id": 17, "bbox": [1.0, 2.0, 10.0, 20.0],
+                                        "area": 200.0, "iscrowd": 0}]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+    evaluator = CocoEvaluator(coco_gt, {3: 17}, tmp_path / "detections.json", sharded=False)
+    results = inference_on_dataset(FixedBoxDetector().train(), loader, evaluator, "cpu", progress=False)
+    expected = [{"image_id": i, "category_id": 17, "bbox": [1.0, 2.0, 10.0, 20.0], "score": 0.5} for i in (5, 6, 9)]
+    assert json.loads((tmp_path / "detections.json").read_text()) == expected
+    assert results == {BOX_SCORES: score(coco_gt, expected)[0].to_dict()}
+    assert evaluator.scored()[0] == expected
 
 
 def test_cli_json_in_process(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,7 +16,7 @@ import yaml
 from bench import configure, train
 from bench.bootstrap import ImageEval
 from bench.config import get_profile
-from bench.evaluate import COCO_STAT_NAMES
+from bench.evaluation.coco import COCO_STAT_NAMES
 from bench.run import main
 
 ROOT = Path(__file__).resolve().parents[1]
