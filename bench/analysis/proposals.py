@@ -1,4 +1,4 @@
-"""What the RPN hands the box head, watched during the ordinary evaluation pass.
+"""What the RPN hands the box head, watched during the ordinary evaluation pass (`ProposalEvaluator`).
 
 Two of the paper's arguments live here, before any box is classified: small-object *recall*
 (do the proposals cover the objects?) and *which pyramid level* each RoI pools from (does

@@ -96,8 +96,7 @@ def reevaluate(run_dir: Path, out: Path | None, val_ann: str | None, val_images:
         target.mkdir(parents=True)
         scores = evaluate_model(model, val_set, coco_gt, target, device, progress=progress,
                                 desc=f"evaluate {name} seed {seed}")
-        trained = read_json(folder / "metrics.json").get("train") if (folder / "metrics.json").is_file() \
-            else None
+        trained = read_json(folder / "metrics.json").get("train") if (folder / "metrics.json").is_file() else None
         write_json(target / "metrics.json", {"backbone": name, "seed": seed, **scores,
                                              "train": trained or {"iterations": state["iteration"], "seconds": None,
                                                                   "images_per_s": None, "final_loss": None}})
