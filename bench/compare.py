@@ -20,10 +20,10 @@ from . import configure, report
 from .cli import ArgumentParser, entry_point, fresh_dir
 from .errors import UsageError
 from .files import write_csv, write_json, write_text
-from .report.load import load_config, result_dir, seeds_of
+from .layout import RunLayout
+from .report.load import layout_of, load_config, seeds_of
 from .run import metrics_row
 
-RESULT_FILES = ("metrics.json", "analysis.json", "loss.csv", "detections.json", "evaluation.npz", "diverged.json")
 # What may differ between merged runs: which seeds and backbones ran, where, and how cost was measured.
 FREE = ("backbones", "profile.seeds", "profile.measure", "device", "cache_dir", "pretrained_dir", "audit", "seed")
 
@@ -64,7 +64,7 @@ def _owners(configs: dict[Path, dict[str, Any]]) -> dict[tuple[str, int], Path]:
     for path, config in configs.items():
         for seed in seeds_of(config):
             for name in config["backbones"]:
-                if not (result_dir(path, config, name, seed) / "metrics.json").is_file():
+                if not layout_of(path, config).result(name, seed).metrics.is_file():
                     continue
                 if (name, seed) in owners:
                     raise UsageError(f"{name} with seed {seed} is in both {owners[(name, seed)]} and {path}; "
@@ -86,12 +86,13 @@ def merged_config(configs: dict[Path, dict[str, Any]], owners: dict[tuple[str, i
     return first
 
 
-def _measurements(configs: dict[Path, dict[str, Any]], backbones: list[str], name: str) -> pd.DataFrame | None:
-    """Each backbone's rows of `name` (costs, receptive fields) from the first folder that measured it."""
+def _measurements(files: list[Path], backbones: list[str]) -> pd.DataFrame | None:
+    """Each backbone's rows (costs, receptive fields) from the first of `files` (one table, of each run) that
+    measured it."""
     frames, seen = [], set()
-    for path in configs:
-        if (path / name).is_file():
-            frame = pd.read_csv(path / name)
+    for path in files:
+        if path.is_file():
+            frame = pd.read_csv(path)
             keep = frame[frame["backbone"].isin(set(backbones) - seen)]
             seen |= set(keep["backbone"])
             frames.append(keep)
@@ -106,30 +107,31 @@ def merge(run_dirs: list[Path], out: Path) -> Path:
     check_comparable(configs)
     owners = _owners(configs)
     config = merged_config(configs, owners)
-    out = fresh_dir(out, "compare")
+    layout = RunLayout(fresh_dir(out, "compare"))
     rows = []
     for (name, seed), path in sorted(owners.items(), key=lambda item: (item[0][1], config["backbones"].index(item[0][0]))):
-        source, target = result_dir(path, configs[path], name, seed), out / f"seed{seed}" / name
-        target.mkdir(parents=True)
-        for file in RESULT_FILES:
-            if (source / file).is_file():
-                shutil.copy2(source / file, target / file)
-        rows.append({**metrics_row(json.loads((source / "metrics.json").read_text())), "source": str(path)})
-    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    write_csv(out / "metrics.csv", pd.DataFrame(rows))
-    for name in ("measurements.csv", "flops_by_module.csv", "receptive_field.csv"):
-        frame = _measurements(configs, config["backbones"], name)
+        source, target = layout_of(path, configs[path]).result(name, seed), layout.result(name, seed)
+        target.folder.mkdir(parents=True)
+        for kept, copy in zip(source.kept(), target.kept(), strict=True):
+            if kept.is_file():
+                shutil.copy2(kept, copy)
+        rows.append({**metrics_row(json.loads(source.metrics.read_text())), "source": str(path)})
+    write_text(layout.config, yaml.safe_dump(config, sort_keys=False))
+    write_csv(layout.metrics, pd.DataFrame(rows))
+    sources = [RunLayout(path) for path in configs]
+    for table in (lambda run: run.measurements, lambda run: run.flops_by_module, lambda run: run.receptive_field):
+        frame = _measurements([table(run) for run in sources], config["backbones"])
         if frame is not None:
-            write_csv(out / name, frame)
-    first_env = next((path / "environment.json" for path in configs if (path / "environment.json").is_file()), None)
+            write_csv(table(layout), frame)
+    first_env = next((run.environment for run in sources if run.environment.is_file()), None)
     if first_env is not None:
-        shutil.copy2(first_env, out / "environment.json")
-    write_json(out / "sources.json", [
+        shutil.copy2(first_env, layout.environment)
+    write_json(layout.sources, [
         {"path": str(path), "backbones": sorted({n for (n, _), p in owners.items() if p == path}),
          "seeds": sorted({s for (_, s), p in owners.items() if p == path})}
         for path in configs
     ])
-    return report.write_report(out)
+    return report.write_report(layout.root)
 
 
 def _parse_args(argv: list[str] | None):

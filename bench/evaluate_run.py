@@ -26,12 +26,10 @@ from .cli import check_device, fresh_dir
 from .config import RunConfig
 from .errors import UsageError
 from .files import write_json, write_text
-
-ANALYSIS_FILE = "analysis.json"
-COPIED = ("measurements.csv", "flops_by_module.csv", "environment.json", "receptive_field.csv")
+from .layout import ResultFiles, RunLayout
 
 
-def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt: COCO | None, out_dir: Path,
+def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt: COCO | None, files: ResultFiles,
                    device: torch.device, batch_size: int = 2, workers: int = 0, progress: bool = True,
                    desc: str = "evaluate") -> dict[str, Any] | None:
     """Predict the validation set once, score it, analyse it; returns metrics.json's evaluation part.
@@ -56,11 +54,11 @@ def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt:
         detections, proposals, levels = _in_image_order(gathered, val_set)
     else:
         proposals, levels = probe.proposals, probe.levels
-    write_json(out_dir / "detections.json", detections, indent=None)
+    write_json(files.detections, detections, indent=None)
     scores, cocoeval = evaluate.score(coco_gt, detections)
-    ImageEval.from_cocoeval(cocoeval).save(out_dir / "evaluation.npz")
+    ImageEval.from_cocoeval(cocoeval).save(files.evaluation)
     breakdown = error_breakdown(coco_gt, detections)
-    write_json(out_dir / ANALYSIS_FILE, {
+    write_json(files.analysis, {
         "error_breakdown": breakdown.to_rows(), "sim_skipped": breakdown.sim_skipped,
         "error_curves": {area: curves.tolist() for area, curves in breakdown.precision.items()},
         "proposal_recall": proposal_recall(proposals, val_set.ids, coco_gt),
@@ -91,37 +89,38 @@ def reevaluate(run_dir: Path, out: Path | None, val_ann: str | None, val_images:
     """Evaluate every finished checkpoint of `run_dir` into a new run folder and render its report."""
     if (val_ann is None) != (val_images is None):
         raise UsageError("--val-ann and --val-images go together")
-    cfg = configure.build(file=run_dir / "config.yaml")
+    source_layout = RunLayout(run_dir)
+    cfg = configure.build(file=source_layout.config)
     device = check_device(device_name)
     if val_ann is not None:
         cfg.data.val_ann, cfg.data.val_images = str(val_ann), str(val_images)
     source = data.make_synthetic(cfg.profile.synthetic, cfg.cache_dir) if cfg.data.synthetic else cfg.data
     split = data.load_split(val_ann or source.val_ann, val_images or source.val_images, None, strict=False,
                             keep_data=True)
-    found = [(seed, name, run_dir / f"seed{seed}" / name) for seed in cfg.profile.seeds for name in cfg.backbones
-             if (run_dir / f"seed{seed}" / name / checkpoint.CHECKPOINT_FILE).is_file()]
+    found = [(seed, name, source_layout.result(name, seed)) for seed in cfg.profile.seeds for name in cfg.backbones
+             if source_layout.result(name, seed).checkpoint.is_file()]
     if not found:
         raise UsageError(f"{run_dir} has no checkpoint to evaluate")
     out = fresh_dir(out, f"{run_dir.name}-evaluated")
-    write_text(out / "config.yaml", configure.to_yaml(cfg))
+    layout = RunLayout(out)
+    write_text(layout.config, configure.to_yaml(cfg))
     val_set = data.CocoDetection(split.index, split.image_dir, split.ann_path, train=False)
     coco_gt = data.ground_truth(split.data)
-    for seed, name, folder in found:
-        state = checkpoint.load(folder / checkpoint.CHECKPOINT_FILE)
+    for seed, name, source in found:
+        state = checkpoint.load(source.checkpoint)
         model = trained_detector(cfg, name, val_set.num_classes, state).to(device)
-        target = out / f"seed{seed}" / name
-        target.mkdir(parents=True)
+        target = layout.result(name, seed)
+        target.folder.mkdir(parents=True)
         scores = evaluate_model(model, val_set, coco_gt, target, device, progress=progress,
                                 desc=f"evaluate {name} seed {seed}")
-        trained = evaluate.read_json(folder / "metrics.json").get("train") if (folder / "metrics.json").is_file() \
-            else None
-        write_json(target / "metrics.json", {"backbone": name, "seed": seed, **scores,
+        trained = evaluate.read_json(source.metrics).get("train") if source.metrics.is_file() else None
+        write_json(target.metrics, {"backbone": name, "seed": seed, **scores,
                                              "train": trained or {"iterations": state["iteration"], "seconds": None,
                                                                   "images_per_s": None, "final_loss": None}})
-        if (folder / "loss.csv").is_file():
-            shutil.copy2(folder / "loss.csv", target / "loss.csv")
-    for file in COPIED:
-        if (run_dir / file).is_file():
-            shutil.copy2(run_dir / file, out / file)
-    write_json(out / "sources.json", [{"path": str(run_dir), "evaluated_on": str(split.ann_path)}])
+        if source.loss.is_file():
+            shutil.copy2(source.loss, target.loss)
+    for kept, copy in zip(source_layout.measured(), layout.measured(), strict=True):
+        if kept.is_file():
+            shutil.copy2(kept, copy)
+    write_json(layout.sources, [{"path": str(run_dir), "evaluated_on": str(split.ann_path)}])
     return report.write_report(out)

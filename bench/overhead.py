@@ -28,6 +28,7 @@ import torch
 from . import configure, data, detector, evaluate, train
 from .cli import ArgumentParser, check_backbones, check_device, entry_point
 from .config import PROFILES
+from .layout import ResultFiles
 from .measure.timing import pinned_threads
 
 
@@ -110,7 +111,7 @@ def loop_ratio(bench: Bench, iterations: int) -> tuple[float, float, float]:
     cfg = dataclasses.replace(bench.train_cfg, iterations=iterations, log_every=1, checkpoint_every=0)
     with tempfile.TemporaryDirectory() as out:
         train.train(model, bench.loader, cfg, Path(out), bench.device, progress=True, desc="overhead loop")
-        rows = (Path(out) / train.LOSS_FILE).read_text().splitlines()[1:]
+        rows = ResultFiles(Path(out)).loss.read_text().splitlines()[1:]
     # elapsed_s from the first iteration's end to the last's: the first (one-time set-up) and the final
     # checkpoint save are not per-iteration costs
     loop = (float(rows[-1].split(",")[-1]) - float(rows[0].split(",")[-1])) / (iterations - 1)

@@ -27,10 +27,9 @@ from .config import PROFILES, BackboneAudit, RunConfig
 from .errors import ConfigError, DataError, ExitStatus, UsageError, UserError
 from .evaluate_run import evaluate_model, trained_detector
 from .files import set_status, sha256, write_csv, write_json, write_text
+from .layout import PretrainLayout, RunLayout
 from .pretrain.provenance import read_provenance
 
-CONFIG_FILE, METRICS_FILE, DATA_REPORT = "config.yaml", "metrics.csv", "data_report.json"
-DIVERGED_FILE, RECEPTIVE_FIELD_FILE = "diverged.json", "receptive_field.csv"
 # Rank 0 evaluates (COCO val: minutes) while the others wait in the next collective.
 COLLECTIVE_TIMEOUT = timedelta(hours=3)
 
@@ -103,7 +102,7 @@ def config_from_args(args) -> RunConfig:
                  if value]
         if given:
             raise UsageError(f"--resume continues the run as its config.yaml says; {given[0]} would change it")
-        return configure.build(file=Path(args.resume) / CONFIG_FILE)
+        return configure.build(file=RunLayout(Path(args.resume)).config)
     cfg = configure.build(args.profile, args.config, options_from_args(args), args.set)
     try:
         cfg.profile.train.precision = train.resolve_precision(cfg.profile.train.precision, torch.device(cfg.device))
@@ -121,8 +120,7 @@ def pretrained_file(cfg: RunConfig, backbone: str) -> Path | None:
     if not folder.is_dir():
         raise UsageError(f"--pretrained-dir {folder} is not a folder")
     stems = list(dict.fromkeys((backbone, parse_backbone(backbone).model)))
-    found = [folder / f"{stem}{ext}" for stem in stems for ext in (".safetensors", ".pth")
-             if (folder / f"{stem}{ext}").is_file()]
+    found = [path for stem in stems for path in PretrainLayout(folder).weights_choices(stem) if path.is_file()]
     if not found:
         raise UsageError(f"no {' or '.join(f'{stem}.safetensors or {stem}.pth' for stem in stems)} in {folder}")
     return found[0]
@@ -162,14 +160,14 @@ def load_data(cfg: RunConfig, keep_val_data: bool = True) -> tuple[data.Split, d
 
 def check_resume(cfg: RunConfig, run_dir: Path) -> None:
     """Refuse to resume when config.yaml (or a weights file) changed since a checkpoint was saved."""
-    for path in sorted(run_dir.glob(f"seed*/*/{checkpoint.CHECKPOINT_FILE}")):
+    for _, _, path in RunLayout(run_dir).checkpoints():
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config")
         changed = configure.first_difference(saved, configure.to_dict(cfg)) if saved else None
         if changed and not configure.is_recorded(saved, changed):
             raise UsageError(f"{path} was saved by an older detbench that did not record {changed}; finish the run "
                              "with that version, or start a new run with --config")
         if changed:
-            raise UsageError(f"{run_dir / CONFIG_FILE}: setting {changed} changed since {path} was saved; "
+            raise UsageError(f"{RunLayout(run_dir).config}: setting {changed} changed since {path} was saved; "
                              "restore it, or start a new run with --config")
 
 
@@ -245,16 +243,13 @@ def start_run_folder(cfg: RunConfig, args, splits: tuple[data.Split, data.Split]
         return run_dir
     seeds = "+".join(map(str, cfg.profile.seeds))
     run_dir = fresh_dir(args.out, f"{cfg.profile.name}-s{seeds}-{'-'.join(cfg.backbones)}")
-    write_text(run_dir / CONFIG_FILE, configure.to_yaml(cfg))
+    layout = RunLayout(run_dir)
+    write_text(layout.config, configure.to_yaml(cfg))
     warnings = data.skip_warnings(splits[0].index)
-    write_json(run_dir / DATA_REPORT, {"skipped": splits[0].index.skipped, "warnings": warnings})
+    write_json(layout.data_report, {"skipped": splits[0].index.skipped, "warnings": warnings})
     for line in warnings:
-        print(f"warning: {line} (recorded in {run_dir / DATA_REPORT})", file=sys.stderr)
+        print(f"warning: {line} (recorded in {layout.data_report})", file=sys.stderr)
     return run_dir
-
-
-def result_dir(run_dir: Path, seed: int, name: str) -> Path:
-    return run_dir / f"seed{seed}" / name
 
 
 def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.CocoDetection, data.CocoDetection],
@@ -263,9 +258,9 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
     """Train and evaluate one backbone with one seed; rank 0 writes its folder and returns its metrics."""
     train_set, val_set = datasets
     rank, world = comm.rank(), comm.world_size()
-    out_dir = result_dir(run_dir, seed, name)
+    files = RunLayout(run_dir).result(name, seed)
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        files.folder.mkdir(parents=True, exist_ok=True)
     settings = cfg.profile.train
     torch.manual_seed(init_seed(name, seed))  # the training seed, unless the name says init_seed=N
     model = detector.build_detector(name, train_set.num_classes, cfg.profile.detector, pretrained_file(cfg, name))
@@ -275,7 +270,7 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
     torch.manual_seed(seed)  # the same RoI sampling draws for every backbone, whatever its init consumed
     train_set.seed = seed
 
-    unreadable = data.UnreadableImages(run_dir / DATA_REPORT, record=rank == 0)
+    unreadable = data.UnreadableImages(RunLayout(run_dir).data_report, record=rank == 0)
 
     def make_loader(start: int):
         pin = settings.pin_memory and device.type == "cuda"
@@ -296,12 +291,12 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
         return {name: stats[name] for name in train.EVAL_COLUMNS[1:]}
 
     try:
-        result = train.train(trained, make_loader, settings, out_dir, device, config=configure.to_dict(cfg),
+        result = train.train(trained, make_loader, settings, files.folder, device, config=configure.to_dict(cfg),
                              progress=progress, desc=f"train {name} seed {seed}", resume=resume, stop=stop,
                              validate=validate if rank == 0 else None)
     except train.TrainingOutOfMemory as err:
-        raise failures.out_of_memory(err, cfg, world, run_dir, out_dir / checkpoint.CHECKPOINT_FILE) from None
-    scores = evaluate_model(model, val_set, coco_gt, out_dir, device, workers=settings.workers, progress=progress,
+        raise failures.out_of_memory(err, cfg, world, run_dir, files.checkpoint) from None
+    scores = evaluate_model(model, val_set, coco_gt, files, device, workers=settings.workers, progress=progress,
                             desc=f"evaluate {name} seed {seed}")
     if scores is None:  # another process than rank 0: it predicted its shard, rank 0 scored
         return None
@@ -312,7 +307,7 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
         "train": {"iterations": result.iterations, "seconds": round(result.seconds, 2),
                   "images_per_s": round(result.images_per_s, 3), "final_loss": result.final_loss},
     }
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(files.metrics, metrics)
     return metrics
 
 
@@ -324,9 +319,9 @@ def trained_models(cfg: RunConfig, run_dir: Path, num_classes: int) -> dict[str,
     found: dict[str, list[torch.nn.Module]] = {}
     for name in cfg.backbones:
         for seed in cfg.profile.seeds:
-            folder = result_dir(run_dir, seed, name)
-            if (folder / "metrics.json").is_file():
-                state = checkpoint.load(folder / checkpoint.CHECKPOINT_FILE)
+            files = RunLayout(run_dir).result(name, seed)
+            if files.metrics.is_file():
+                state = checkpoint.load(files.checkpoint)
                 found.setdefault(name, []).append(trained_detector(cfg, name, num_classes, state))
     return found
 
@@ -343,7 +338,7 @@ def receptive_fields(cfg: RunConfig, run_dir: Path, val_set: data.CocoDetection,
         batch = start.eval().transform(images)[0].tensors  # resized and normalised, as the backbone sees them
         bodies = [model.backbone.body for model in trained.get(name, [])]
         rows += receptive_field_rows(name, start.backbone.body, bodies, batch)
-    write_csv(run_dir / RECEPTIVE_FIELD_FILE, pd.DataFrame(rows))
+    write_csv(RunLayout(run_dir).receptive_field, pd.DataFrame(rows))
 
 
 def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -372,9 +367,9 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
     rows, diverged = [], []
     for seed in cfg.profile.seeds:
         for name in cfg.backbones:
-            out_dir = result_dir(run_dir, seed, name)
-            done = evaluate.read_json(out_dir / "metrics.json") if resume and (out_dir / "metrics.json").is_file() else None
-            if resume and (out_dir / DIVERGED_FILE).is_file():
+            files = RunLayout(run_dir).result(name, seed)
+            done = evaluate.read_json(files.metrics) if resume and files.metrics.is_file() else None
+            if resume and files.diverged.is_file():
                 diverged.append(f"{name} seed {seed}")
                 continue  # it would diverge again: the same seed gives the same steps
             if not done:
@@ -385,14 +380,14 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
             except train.TrainingDiverged as err:
                 diverged.append(f"{name} seed {seed}")
                 if rank == 0:
-                    write_json(out_dir / DIVERGED_FILE, {"reason": str(err)})
-                    kept = (f"its last good checkpoint ({out_dir / checkpoint.CHECKPOINT_FILE}) is kept"
-                            if (out_dir / checkpoint.CHECKPOINT_FILE).is_file() else "no checkpoint was due yet")
+                    write_json(files.diverged, {"reason": str(err)})
+                    kept = (f"its last good checkpoint ({files.checkpoint}) is kept"
+                            if files.checkpoint.is_file() else "no checkpoint was due yet")
                     print(f"warning: {err}; {kept}; the other backbones go on", file=sys.stderr, flush=True)
                 continue
             if rank == 0:
                 rows.append(metrics_row(metrics))
-                write_csv(run_dir / METRICS_FILE, pd.DataFrame(rows))  # kept current after each backbone
+                write_csv(RunLayout(run_dir).metrics, pd.DataFrame(rows))  # kept current after each backbone
                 stats, trained = metrics["stats"], metrics["train"]
                 print(f"{name} seed {seed}: {trained['iterations']} iterations in {trained['seconds'] / 60:.1f} min, "
                       f"AP {100 * stats['AP']:.1f}, AP50 {100 * stats['AP50']:.1f}", flush=True)
@@ -417,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg, run_dir, splits, device = prepare(args)
     is_main = comm.is_main()
     start = time.perf_counter()
-    status = (lambda *a, **k: set_status(run_dir, *a, **k)) if is_main else (lambda *a, **k: None)
+    status = (lambda *a, **k: set_status(RunLayout(run_dir).status, *a, **k)) if is_main else (lambda *a, **k: None)
     resume_hint = f"python -m bench.run --resume {run_dir}"
     status("running")
     try:
@@ -451,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes = (time.perf_counter() - start) / 60
         print(f"\n{summary}\n")
         print(f"{cfg.profile.name} profile, {len(cfg.backbones)} backbone(s) x {len(cfg.profile.seeds)} seed(s), "
-              f"{minutes:.1f} min; report: {run_dir / 'report.md'}")
+              f"{minutes:.1f} min; report: {RunLayout(run_dir).report_md}")
         if diverged:
             print(f"error: {failures.diverged(diverged, run_dir)}", file=sys.stderr)
     return ExitStatus.DIVERGED if diverged else ExitStatus.OK

@@ -80,6 +80,7 @@ def test_weights_reach_the_detector(pretrained: Path, smoke_cache: Path):
 
 
 def test_pretraining_table_sits_beside_the_paper():
+    from bench.layout import RunLayout
     from bench.report.load import Run, load_paper
     from bench.report.pretraining import pretraining_table
 
@@ -87,14 +88,14 @@ def test_pretraining_table_sits_beside_the_paper():
                           "pretrain_top1_err": 31.9, "pretrain_gmacs_224": 5.0},
              "resnet50": {"weights_sha256": None}}
     config = {"backbones": list(audit), "profile": {"seeds": [0]}, "pretrained_dir": "runs/p", "audit": audit}
-    frame = pretraining_table(Run(Path("run"), config, *[{}] * 7, None, None, None)).frame.set_index("backbone")
+    frame = pretraining_table(Run(Path("run"), config, RunLayout(Path("run")), *[{}] * 7, None, None, None)).frame.set_index("backbone")
     assert frame.loc["detnet59", "top-1 err (%)"] == 31.9 and frame.loc["resnet50", "pretraining run"] != "runs/p"
     paper = load_paper()["table1"]
     row = frame.loc[f"detnet59 (paper, {paper['label']})"]
     assert row["ImageNet top-1 err (paper, %)"] == paper["rows"]["detnet59"]["ImageNet top-1 err"]
     assert list(frame.index[2:]) == [f"{name} (paper, {paper['label']})" for name in audit]
     no_pretraining = {**config, "audit": {"resnet50": {"weights_sha256": None}}}
-    assert pretraining_table(Run(Path("run"), no_pretraining, *[{}] * 7, None, None, None)) is None
+    assert pretraining_table(Run(Path("run"), no_pretraining, RunLayout(Path("run")), *[{}] * 7, None, None, None)) is None
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from backbones import split_backbones
 from .. import configure
 from ..cli import ArgumentParser, UsageError, check_backbones, check_device, entry_point, fresh_dir
 from ..config import PROFILES
+from ..layout import RunLayout
 from . import measure, summary_table
 
 
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     frame = measure(backbones, profile, device, out, args.num_classes, progress=not args.no_progress,
                     world_size=args.world_size)
     print(summary_table(frame).to_markdown(index=False))
-    print(f"\nwrote {out}/measurements.csv, flops_by_module.csv, environment.json")
+    layout = RunLayout(out)
+    print(f"\nwrote {layout.measurements}, {layout.flops_by_module.name}, {layout.environment.name}")
     return 0
 
 
