@@ -18,15 +18,15 @@ from typing import Any
 import torch
 from pycocotools.coco import COCO
 
-from . import checkpoint, comm, configure, data, detector, evaluate, report
+from . import checkpoint, comm, data, detector, evaluate, report, settings
 from .analysis.errors import error_breakdown
 from .analysis.proposals import ProposalProbe, level_rows, proposal_recall
 from .bootstrap import ImageEval
 from .cli import check_device, fresh_dir
-from .config import RunConfig
 from .errors import UsageError
 from .files import write_json, write_text
 from .layout import ResultFiles, RunLayout
+from .settings import RunConfig
 
 
 def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt: COCO | None, files: ResultFiles,
@@ -89,11 +89,12 @@ def reevaluate(run_dir: Path, out: Path | None, val_ann: str | None, val_images:
     """Evaluate every finished checkpoint of `run_dir` into a new run folder and render its report."""
     if (val_ann is None) != (val_images is None):
         raise UsageError("--val-ann and --val-images go together")
-    source_layout = RunLayout(run_dir)
-    cfg = configure.build(file=source_layout.config)
+    saved = settings.load_run_config(run_dir)
+    source_layout, cfg = saved.layout, saved.config
     device = check_device(device_name)
     if val_ann is not None:
-        cfg.data.val_ann, cfg.data.val_images = str(val_ann), str(val_images)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_ann=str(val_ann),
+                                                                val_images=str(val_images)))
     source = data.make_synthetic(cfg.profile.synthetic, cfg.cache_dir) if cfg.data.synthetic else cfg.data
     split = data.load_split(val_ann or source.val_ann, val_images or source.val_images, None, strict=False,
                             keep_data=True)
@@ -103,7 +104,7 @@ def reevaluate(run_dir: Path, out: Path | None, val_ann: str | None, val_images:
         raise UsageError(f"{run_dir} has no checkpoint to evaluate")
     out = fresh_dir(out, f"{run_dir.name}-evaluated")
     layout = RunLayout(out)
-    write_text(layout.config, configure.to_yaml(cfg))
+    write_text(layout.config, settings.to_yaml(cfg))
     val_set = data.CocoDetection(split.index, split.image_dir, split.ann_path, train=False)
     coco_gt = data.ground_truth(split.data)
     for seed, name, source in found:

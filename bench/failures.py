@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import RunConfig
 from .errors import ExitStatus
 from .files import DiskFull
 from .layout import RunLayout
+from .settings import RunConfig
 
 
 class RunFailed(RuntimeError):

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from . import configure, data, detector, evaluate, train
+from . import data, detector, evaluate, settings, train
 from .cli import ArgumentParser, check_backbones, check_device, entry_point
-from .config import PROFILES
 from .layout import ResultFiles
 from .measure.timing import pinned_threads
+from .settings import PROFILES
 
 
 def _sync(device: torch.device) -> None:
@@ -65,7 +65,7 @@ class Bench:
     """One backbone's detector, optimizer, training data and a fixed batch, per the profile."""
 
     def __init__(self, backbone: str, profile_name: str, overrides: list[str], device: torch.device) -> None:
-        self.cfg = configure.build(profile_name, options={"device": device.type}, overrides=overrides)
+        self.cfg = settings.build(profile_name, options={"device": device.type}, overrides=overrides)
         self.device = device
         self.train_cfg = self.cfg.profile.train
         source = data.make_synthetic(self.cfg.profile.synthetic, self.cfg.cache_dir)

@@ -22,11 +22,11 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint, comm
-from .config import TrainConfig
 from .errors import DataError
 from .files import write_text
 from .layout import ResultFiles
 from .progress import progress as progress_bar
+from .settings import TrainConfig
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 LOSS_COLUMNS = ("iteration", "lr", "loss", *LOSS_NAMES, "images_per_s", "elapsed_s")

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from bench import checkpoint, configure, data
+from bench import checkpoint, data, settings
 from bench.evaluate_run import evaluate_model, trained_detector
 from bench.layout import ResultFiles, RunLayout
 
 
 def main(run_dir: str, out_dir: str) -> None:
     dist.init_process_group("gloo")
-    cfg = configure.build(file=Path(run_dir) / "config.yaml")
+    cfg = settings.build(file=Path(run_dir) / "config.yaml")
     source = data.make_synthetic(cfg.profile.synthetic, cfg.cache_dir)
     split = data.load_split(source.val_ann, source.val_images, None, strict=False, keep_data=dist.get_rank() == 0)
     val_set = data.CocoDetection(split.index, split.image_dir, split.ann_path, train=False)

@@ -28,11 +28,11 @@ from torchvision.models.detection import FasterRCNN
 from backbones import create_backbone, create_model
 
 from ..cli import check_backbones
-from ..config import MeasureConfig, Profile, TrainConfig
 from ..detector import build_detector
 from ..files import write_csv, write_json
 from ..layout import RunLayout
 from ..progress import progress as progress_bar
+from ..settings import MeasureConfig, Profile, TrainConfig
 from ..train import AUTOCAST_DTYPES, build_optimizer, resolve_precision, train_step
 from .compiled import compiled_timing
 from .compute import (

@@ -31,11 +31,11 @@ from ..cli import (
     fresh_dir,
     split_list,
 )
-from ..configure import first_difference
 from ..errors import UsageError
 from ..files import set_status, write_json, write_text
 from ..layout import PretrainLayout
 from ..measure.compute import count_flops, count_params
+from ..settings import first_difference
 from ..train import StopRequest, TrainingStopped
 from . import data, loop
 from .config import PROFILES, PretrainConfig, build, to_dict, to_yaml

@@ -89,7 +89,7 @@ def build_plots(run: Run) -> dict[str, Figure]:
 def context(run: Run, tables: dict[str, Table], figures: dict[str, Figure]) -> dict[str, Any]:
     """What the templates fill in: the run's sentences, its tables and its figures."""
     return {
-        "title": f"detbench report: {' vs '.join(run.backbones)} ({run.config['profile']['name']} profile)",
+        "title": f"detbench report: {' vs '.join(run.backbones)} ({run.config.profile.name} profile)",
         "intro": ("Faster R-CNN + FPN (torchvision) with each backbone under the same data, detector settings, "
                   "schedule, batches and augmentation draws within each seed; rendered from the run folder's files "
                   "by `python -m bench.report`."),

@@ -1,8 +1,9 @@
 """A run folder's files -> `Run`: everything a report shows, and nothing it would have to recompute.
 
-A run trains every backbone once per seed into `seed<k>/<backbone>/`; folders written before
-seeds existed (`<backbone>/` and `seed: N` in config.yaml) are read too. A backbone-seed that
-diverged, or never finished, is simply absent from `metrics`, and `missing_inputs` says so.
+The settings come back typed through `bench.settings.load_run_config`, whatever version of
+config.yaml the run wrote, and the files are found where that version put them (`bench.layout`).
+A backbone-seed that diverged, or never finished, is simply absent from `metrics`, and
+`missing_inputs` says so.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import yaml
 
 from ..errors import ReportError
 from ..layout import RunLayout
+from ..settings import RunConfig, SavedRun, load_run_config
 
 Key = tuple[str, int]  # (backbone, seed)
 
@@ -27,9 +29,7 @@ Key = tuple[str, int]  # (backbone, seed)
 class Run:
     """Everything a report shows, read from one run folder; absent keys mark what is missing."""
 
-    path: Path
-    config: dict[str, Any]
-    layout: RunLayout
+    saved: SavedRun  # config.yaml's settings, the folder's layout, the version they were written in
     metrics: dict[Key, dict[str, Any]]  # finished backbone-seeds: metrics.json
     losses: dict[Key, pd.DataFrame]  # loss.csv
     evaluations: dict[Key, Path]  # evaluation.npz: per-image matches, for the bootstrap
@@ -46,12 +46,24 @@ class Run:
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # what tables and plots share (intervals)
 
     @property
+    def path(self) -> Path:
+        return self.saved.layout.root
+
+    @property
+    def config(self) -> RunConfig:
+        return self.saved.config
+
+    @property
+    def layout(self) -> RunLayout:
+        return self.saved.layout
+
+    @property
     def backbones(self) -> list[str]:
-        return list(self.config["backbones"])
+        return list(self.config.backbones)
 
     @property
     def seeds(self) -> list[int]:
-        return seeds_of(self.config)
+        return list(self.config.profile.seeds)
 
     @property
     def finished(self) -> list[str]:
@@ -65,34 +77,7 @@ class Run:
 
     @property
     def pretrained(self) -> bool:
-        return self.config.get("pretrained_dir") is not None
-
-
-def seeds_of(config: dict[str, Any]) -> list[int]:
-    """The run's training seeds; a folder from before seeds existed has one `seed`."""
-    return list(config["profile"]["seeds"]) if _has_seeds(config) else [int(config.get("seed", 0))]
-
-
-def _has_seeds(config: dict[str, Any]) -> bool:
-    return "seeds" in config["profile"]
-
-
-def layout_of(run_dir: Path, config: dict[str, Any]) -> RunLayout:
-    return RunLayout(run_dir, seeded=_has_seeds(config))
-
-
-def load_config(run_dir: Path) -> dict[str, Any]:
-    """config.yaml is what makes a folder a run folder."""
-    path = RunLayout(run_dir).config
-    if not path.is_file():
-        raise ReportError(f"{run_dir} is not a run folder (no config.yaml)")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ReportError(f"{path}: invalid YAML ({' '.join(str(err).split())})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("backbones"), list) or "profile" not in config:
-        raise ReportError(f"{path} is not a detbench run configuration")
-    return config
+        return self.config.pretrained
 
 
 def load_json(path: Path) -> Any:
@@ -117,10 +102,9 @@ def load_csv(path: Path) -> pd.DataFrame | None:
 
 def load_run(run_dir: str | Path) -> Run:
     """Read every input of a report; raise ReportError if `run_dir` is not a run folder."""
-    path = Path(run_dir)
-    config = load_config(path)
-    layout = layout_of(path, config)
-    keys = [(name, seed) for seed in seeds_of(config) for name in config["backbones"]]
+    saved = load_run_config(Path(run_dir))
+    layout, config = saved.layout, saved.config
+    keys = [(name, seed) for seed in config.profile.seeds for name in config.backbones]
     folders = {key: layout.result(*key) for key in keys}
     metrics = {key: load_json(files.metrics) for key, files in folders.items()}
     losses = {key: load_csv(files.loss) for key, files in folders.items()}
@@ -128,9 +112,7 @@ def load_run(run_dir: str | Path) -> Run:
     analyses = {key: load_json(files.analysis) for key, files in folders.items()}
     evals = {key: load_csv(files.eval) for key, files in folders.items()}
     return Run(
-        path=path,
-        config=config,
-        layout=layout,
+        saved=saved,
         metrics={key: m for key, m in metrics.items() if m is not None},
         losses={key: frame for key, frame in losses.items() if frame is not None},
         evaluations={key: files.evaluation for key, files in folders.items()
