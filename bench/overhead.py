@@ -30,6 +30,7 @@ from .cli import ArgumentParser, check_backbones, check_device, entry_point
 from .layout import ResultFiles
 from .measure.timing import pinned_threads
 from .settings import PROFILES
+from .settings.device import resolve
 
 
 def _sync(device: torch.device) -> None:
@@ -65,7 +66,7 @@ class Bench:
     """One backbone's detector, optimizer, training data and a fixed batch, per the profile."""
 
     def __init__(self, backbone: str, profile_name: str, overrides: list[str], device: torch.device) -> None:
-        self.cfg = settings.build(profile_name, options={"device": device.type}, overrides=overrides)
+        self.cfg = resolve(settings.build(profile_name, options={"device": device.type}, overrides=overrides), device)
         self.device = device
         self.train_cfg = self.cfg.profile.train
         source = data.make_synthetic(self.cfg.profile.synthetic, self.cfg.cache_dir)

@@ -9,6 +9,7 @@ from .. import settings
 from ..cli import ArgumentParser, UsageError, check_backbones, check_device, entry_point, fresh_dir
 from ..layout import RunLayout
 from ..settings import PROFILES
+from ..settings.device import resolve
 from . import measure, summary_table
 
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     device = check_device(args.device)
     if args.num_classes < 2:
         raise UsageError(f"--num-classes must be at least 2 (background + one class), not {args.num_classes}")
-    profile = settings.build(args.profile, options={"device": args.device}, overrides=args.set).profile
+    profile = resolve(settings.build(args.profile, options={"device": args.device}, overrides=args.set), device).profile
     if args.world_size < 1 or profile.train.batch_size % args.world_size:
         raise UsageError(f"--world-size {args.world_size} does not split the batch of {profile.train.batch_size} "
                          "into equal shares per process")
