@@ -5,7 +5,18 @@ merges and checks them (profile -> `--config` -> options -> `--set`) and writes 
 `versions` upgrades a config.yaml of any older format, `saved` reads a run folder's settings
 back, and `device` resolves them for the device a tool runs on.
 """
-from .load import build, build_from, checked_overrides, comparable, first_difference, one_line, read_yaml, to_dict, to_yaml, validate
+from .load import (
+    build,
+    build_from,
+    checked_overrides,
+    comparable,
+    first_difference,
+    one_line,
+    read_yaml,
+    to_dict,
+    to_yaml,
+    validate,
+)
 from .profiles import (
     PROFILES,
     BackboneAudit,
