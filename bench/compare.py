@@ -77,7 +77,8 @@ def merged_config(runs: dict[Path, SavedRun], owners: dict[tuple[str, int], Path
 
 
 def _measurements(files: list[Path], backbones: list[str]) -> pd.DataFrame | None:
-    """Each backbone's rows from the first of `files` (one table, of each run) that measured it."""
+    """Each backbone's rows (costs, receptive fields) from the first of `files` (one table, of each run) that
+    measured it."""
     frames, seen = [], set()
     for path in files:
         if path.is_file():
