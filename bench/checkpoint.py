@@ -19,8 +19,6 @@ import torch.nn as nn
 from . import comm
 from .files import atomic_write
 
-CHECKPOINT_FILE = "checkpoint.pth"
-
 
 def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module

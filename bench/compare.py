@@ -8,48 +8,39 @@ merged folder's `sources.json` says where everything came from.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from . import configure, report
+from . import report, settings
 from .cli import ArgumentParser, entry_point, fresh_dir
 from .errors import UsageError
 from .files import write_csv, write_json, write_text
-from .report.load import load_config, result_dir, seeds_of
+from .layout import RunLayout
 from .run import metrics_row
-
-RESULT_FILES = ("metrics.json", "analysis.json", "loss.csv", "detections.json", "evaluation.npz", "diverged.json")
-# What may differ between merged runs: which seeds and backbones ran, where, and how cost was measured.
-FREE = ("backbones", "profile.seeds", "profile.measure", "device", "cache_dir", "pretrained_dir", "audit", "seed")
+from .settings import RunConfig, SavedRun
 
 
-def comparable_view(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings that must agree, with pretrained weights reduced to whether there are any."""
-    view = {key: value for key, value in config.items() if key not in FREE}
-    view["profile"] = {key: value for key, value in config["profile"].items() if f"profile.{key}" not in FREE}
-    view["pretrained"] = config.get("pretrained_dir") is not None
-    return view
+def comparable_view(cfg: RunConfig) -> dict[str, Any]:
+    """The settings that must agree (all but those declared `MAY_DIFFER`), with pretrained weights reduced to
+    whether there are any."""
+    return {**settings.comparable(cfg), "pretrained": cfg.pretrained}
 
 
-def check_comparable(configs: dict[Path, dict[str, Any]]) -> None:
+def check_comparable(runs: dict[Path, SavedRun]) -> None:
     """UsageError naming the first setting in which a run differs from the first one."""
-    (first_path, first), *others = configs.items()
-    for path, config in others:
-        changed = configure.first_difference(comparable_view(first), comparable_view(config))
+    (first_path, first), *others = runs.items()
+    for path, run in others:
+        mine, theirs = comparable_view(first.config), comparable_view(run.config)
+        changed = settings.first_difference(mine, theirs)
         if changed:
-            unrecorded = [p for p, c in ((first_path, first), (path, config)) if not configure.is_recorded(comparable_view(c), changed)]
-            if unrecorded:
-                raise UsageError(f"{path} is not comparable with {first_path}: {changed} is not recorded in "
-                                 f"{unrecorded[0]}/config.yaml (written by an older detbench), so it cannot be shown "
-                                 "to match; rerun that part with this version")
-            mine, theirs = _lookup(comparable_view(first), changed), _lookup(comparable_view(config), changed)
             raise UsageError(f"{path} is not comparable with {first_path}: {changed} differs "
-                             f"({theirs!r} vs {mine!r}); only seeds, backbones and measurement may differ")
+                             f"({_lookup(theirs, changed)!r} vs {_lookup(mine, changed)!r}); only seeds, backbones "
+                             "and measurement may differ")
 
 
 def _lookup(values: dict[str, Any], dotted: str) -> Any:
@@ -58,13 +49,13 @@ def _lookup(values: dict[str, Any], dotted: str) -> Any:
     return values
 
 
-def _owners(configs: dict[Path, dict[str, Any]]) -> dict[tuple[str, int], Path]:
+def _owners(runs: dict[Path, SavedRun]) -> dict[tuple[str, int], Path]:
     """Which folder each (backbone, seed) comes from; a pair in two folders is refused."""
     owners: dict[tuple[str, int], Path] = {}
-    for path, config in configs.items():
-        for seed in seeds_of(config):
-            for name in config["backbones"]:
-                if not (result_dir(path, config, name, seed) / "metrics.json").is_file():
+    for path, run in runs.items():
+        for seed in run.config.profile.seeds:
+            for name in run.config.backbones:
+                if not run.layout.result(name, seed).metrics.is_file():
                     continue
                 if (name, seed) in owners:
                     raise UsageError(f"{name} with seed {seed} is in both {owners[(name, seed)]} and {path}; "
@@ -75,23 +66,23 @@ def _owners(configs: dict[Path, dict[str, Any]]) -> dict[tuple[str, int], Path]:
     return owners
 
 
-def merged_config(configs: dict[Path, dict[str, Any]], owners: dict[tuple[str, int], Path]) -> dict[str, Any]:
-    first = dict(next(iter(configs.values())))
-    first["backbones"] = list(dict.fromkeys(name for config in configs.values() for name in config["backbones"]
-                                            if any(key[0] == name for key in owners)))
-    first["profile"] = {**first["profile"], "seeds": sorted({seed for _, seed in owners})}
-    first["audit"] = {name: entry for config in configs.values() for name, entry in (config.get("audit") or {}).items()
-                      if name in first["backbones"]}
-    first.pop("seed", None)  # a folder from before seeds existed
-    return first
+def merged_config(runs: dict[Path, SavedRun], owners: dict[tuple[str, int], Path]) -> RunConfig:
+    """The first run's settings with every merged backbone, seed and audit entry."""
+    first = next(iter(runs.values())).config
+    backbones = list(dict.fromkeys(name for run in runs.values() for name in run.config.backbones
+                                   if any(key[0] == name for key in owners)))
+    audit = {name: entry for run in runs.values() for name, entry in run.config.audit.items() if name in backbones}
+    profile = dataclasses.replace(first.profile, seeds=sorted({seed for _, seed in owners}))
+    return dataclasses.replace(first, backbones=backbones, profile=profile, audit=audit)
 
 
-def _measurements(configs: dict[Path, dict[str, Any]], backbones: list[str], name: str) -> pd.DataFrame | None:
-    """Each backbone's rows of `name` (costs, receptive fields) from the first folder that measured it."""
+def _measurements(files: list[Path], backbones: list[str]) -> pd.DataFrame | None:
+    """Each backbone's rows (costs, receptive fields) from the first of `files` (one table, of each run) that
+    measured it."""
     frames, seen = [], set()
-    for path in configs:
-        if (path / name).is_file():
-            frame = pd.read_csv(path / name)
+    for path in files:
+        if path.is_file():
+            frame = pd.read_csv(path)
             keep = frame[frame["backbone"].isin(set(backbones) - seen)]
             seen |= set(keep["backbone"])
             frames.append(keep)
@@ -100,36 +91,37 @@ def _measurements(configs: dict[Path, dict[str, Any]], backbones: list[str], nam
 
 def merge(run_dirs: list[Path], out: Path) -> Path:
     """Check, copy results, write config.yaml, metrics.csv, measurements and sources.json, render."""
-    configs = {path: load_config(path) for path in run_dirs}
-    if len(set(map(Path.resolve, configs))) != len(configs):
+    runs = {path: settings.load_run_config(path) for path in run_dirs}
+    if len(set(map(Path.resolve, runs))) != len(runs):
         raise UsageError("a run folder is given twice")
-    check_comparable(configs)
-    owners = _owners(configs)
-    config = merged_config(configs, owners)
-    out = fresh_dir(out, "compare")
+    check_comparable(runs)
+    owners = _owners(runs)
+    config = merged_config(runs, owners)
+    layout = RunLayout(fresh_dir(out, "compare"))
     rows = []
-    for (name, seed), path in sorted(owners.items(), key=lambda item: (item[0][1], config["backbones"].index(item[0][0]))):
-        source, target = result_dir(path, configs[path], name, seed), out / f"seed{seed}" / name
-        target.mkdir(parents=True)
-        for file in RESULT_FILES:
-            if (source / file).is_file():
-                shutil.copy2(source / file, target / file)
-        rows.append({**metrics_row(json.loads((source / "metrics.json").read_text())), "source": str(path)})
-    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    write_csv(out / "metrics.csv", pd.DataFrame(rows))
-    for name in ("measurements.csv", "flops_by_module.csv", "receptive_field.csv"):
-        frame = _measurements(configs, config["backbones"], name)
+    for (name, seed), path in sorted(owners.items(), key=lambda item: (item[0][1], config.backbones.index(item[0][0]))):
+        source, target = runs[path].layout.result(name, seed), layout.result(name, seed)
+        target.folder.mkdir(parents=True)
+        for kept, copy in zip(source.kept(), target.kept(), strict=True):
+            if kept.is_file():
+                shutil.copy2(kept, copy)
+        rows.append({**metrics_row(json.loads(source.metrics.read_text())), "source": str(path)})
+    write_text(layout.config, settings.to_yaml(config))
+    write_csv(layout.metrics, pd.DataFrame(rows))
+    sources = [run.layout for run in runs.values()]
+    for table in (lambda run: run.measurements, lambda run: run.flops_by_module, lambda run: run.receptive_field):
+        frame = _measurements([table(run) for run in sources], config.backbones)
         if frame is not None:
-            write_csv(out / name, frame)
-    first_env = next((path / "environment.json" for path in configs if (path / "environment.json").is_file()), None)
+            write_csv(table(layout), frame)
+    first_env = next((run.environment for run in sources if run.environment.is_file()), None)
     if first_env is not None:
-        shutil.copy2(first_env, out / "environment.json")
-    write_json(out / "sources.json", [
+        shutil.copy2(first_env, layout.environment)
+    write_json(layout.sources, [
         {"path": str(path), "backbones": sorted({n for (n, _), p in owners.items() if p == path}),
          "seeds": sorted({s for (_, s), p in owners.items() if p == path})}
-        for path in configs
+        for path in runs
     ])
-    return report.write_report(out)
+    return report.write_report(layout.root)
 
 
 def _parse_args(argv: list[str] | None):

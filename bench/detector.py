@@ -34,7 +34,7 @@ from torchvision.ops.poolers import LevelMapper
 
 from backbones import create_backbone
 
-from .config import DetectorConfig
+from .settings import DetectorConfig
 
 FPN_CHANNELS = 256
 FIRST_LEVEL = 2  # stride-4 features are P2

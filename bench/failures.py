@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import RunConfig
 from .errors import ExitStatus
 from .files import DiskFull
+from .layout import RunLayout
+from .settings import RunConfig
 
 
 class RunFailed(RuntimeError):
@@ -31,7 +32,7 @@ def out_of_memory(err: BaseException, cfg: RunConfig, world: int, run_dir: Path,
         advice = f"--set detector.min_size={sizes.min_size // 2} --set detector.max_size={sizes.max_size // 2}"
     return RunFailed(f"{err} with a batch of {settings.batch_size} ({per_process} per GPU) at input size "
                      f"{sizes.min_size}-{sizes.max_size} px in {settings.precision}; {kept}; `python -m bench.run "
-                     f"--resume {run_dir}` retries as it was, a new run with `--config {run_dir / 'config.yaml'} "
+                     f"--resume {run_dir}` retries as it was, a new run with `--config {RunLayout(run_dir).config} "
                      f"{advice}` needs less memory", ExitStatus.OUT_OF_MEMORY)
 
 

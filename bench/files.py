@@ -22,7 +22,6 @@ import pandas as pd
 
 from .errors import UsageError
 
-STATUS_FILE = "status.json"
 # No space left, a quota, or a file-size limit (RLIMIT_FSIZE): to the user, all a full disk.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
@@ -109,19 +108,11 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def set_status(run_dir: str | Path, state: str, reason: str | None = None, **details: Any) -> None:
-    """status.json: `running`, `finished`, `interrupted` or `failed` (with the reason), and when."""
+def set_status(path: Path, state: str, reason: str | None = None, **details: Any) -> None:
+    """A run's status.json at `path`: `running`, `finished`, `interrupted` or `failed` (with the reason), and when."""
     record = {"state": state, "reason": reason, **details,
               "updated": datetime.now(UTC).isoformat(timespec="seconds")}
-    write_json(Path(run_dir) / STATUS_FILE, record)
-
-
-def read_status(run_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / STATUS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    write_json(path, record)
 
 
 def publish_dir(tmp: Path, root: Path, complete: str) -> None:

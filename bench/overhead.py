@@ -25,12 +25,14 @@ from pathlib import Path
 
 import torch
 
-from . import configure, data, detector, train
+from . import data, detector, settings, train
 from .cli import ArgumentParser, check_backbones, check_device, entry_point
-from .config import PROFILES
 from .evaluation.evaluator import predict
 from .evaluation.evaluators import CocoEvaluator
+from .layout import ResultFiles
 from .measure.timing import pinned_threads
+from .settings import PROFILES
+from .settings.device import resolve
 
 
 def _sync(device: torch.device) -> None:
@@ -66,7 +68,7 @@ class Bench:
     """One backbone's detector, optimizer, training data and a fixed batch, per the profile."""
 
     def __init__(self, backbone: str, profile_name: str, overrides: list[str], device: torch.device) -> None:
-        self.cfg = configure.build(profile_name, options={"device": device.type}, overrides=overrides)
+        self.cfg = resolve(settings.build(profile_name, options={"device": device.type}, overrides=overrides), device)
         self.device = device
         self.train_cfg = self.cfg.profile.train
         source = data.make_synthetic(self.cfg.profile.synthetic, self.cfg.cache_dir)
@@ -112,7 +114,7 @@ def loop_ratio(bench: Bench, iterations: int) -> tuple[float, float, float]:
     cfg = dataclasses.replace(bench.train_cfg, iterations=iterations, log_every=1, checkpoint_every=0)
     with tempfile.TemporaryDirectory() as out:
         train.train(model, bench.loader, cfg, Path(out), bench.device, progress=True, desc="overhead loop")
-        rows = (Path(out) / train.LOSS_FILE).read_text().splitlines()[1:]
+        rows = ResultFiles(Path(out)).loss.read_text().splitlines()[1:]
     # elapsed_s from the first iteration's end to the last's: the first (one-time set-up) and the final
     # checkpoint save are not per-iteration costs
     loop = (float(rows[-1].split(",")[-1]) - float(rows[0].split(",")[-1])) / (iterations - 1)

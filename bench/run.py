@@ -9,6 +9,7 @@ happen on rank 0 while the other processes wait.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from datetime import timedelta
@@ -20,19 +21,19 @@ import torch
 
 from backbones import init_seed, parse_backbone, split_backbones
 
-from . import checkpoint, comm, configure, data, detector, failures, measure, report, train
+from . import checkpoint, comm, data, detector, failures, measure, report, settings, train
 from .analysis.receptive_field import receptive_field_rows
 from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir, parse_seeds
-from .config import PROFILES, BackboneAudit, RunConfig
 from .errors import ConfigError, DataError, ExitStatus, UsageError, UserError
 from .evaluation.evaluator import inference_on_dataset
 from .evaluation.evaluators import BOX_SCORES, CocoEvaluator
 from .evaluation.trained import evaluate_model, trained_detector
 from .files import read_json, set_status, sha256, write_csv, write_json, write_text
+from .layout import PretrainLayout, RunLayout
 from .pretrain.provenance import read_provenance
+from .settings import PROFILES, BackboneAudit, RunConfig, SavedRun
+from .settings.device import resolve
 
-CONFIG_FILE, METRICS_FILE, DATA_REPORT = "config.yaml", "metrics.csv", "data_report.json"
-DIVERGED_FILE, RECEPTIVE_FIELD_FILE = "diverged.json", "receptive_field.csv"
 # Rank 0 evaluates (COCO val: minutes) while the others wait in the next collective.
 COLLECTIVE_TIMEOUT = timedelta(hours=3)
 
@@ -98,20 +99,22 @@ def data_paths(args) -> dict[str, str]:
     return {key: value for key, value in explicit.items() if value}
 
 
-def config_from_args(args) -> RunConfig:
+def config_from_args(args, saved: SavedRun | None = None) -> RunConfig:
+    """The run's settings, resolved for its device: from the command line, or with --resume the `saved` run's."""
     if args.resume:
         given = [flag for flag, value in (("--config", args.config), ("--set", args.set), ("--profile", args.profile),
                                           ("--backbones", args.backbones), ("--seeds", args.seeds or args.seed))
                  if value]
         if given:
             raise UsageError(f"--resume continues the run as its config.yaml says; {given[0]} would change it")
-        return configure.build(file=Path(args.resume) / CONFIG_FILE)
-    cfg = configure.build(args.profile, args.config, options_from_args(args), args.set)
+        cfg = (saved or settings.load_run_config(Path(args.resume))).config
+    else:
+        cfg = settings.build(args.profile, args.config, options_from_args(args), args.set)
     try:
-        cfg.profile.train.precision = train.resolve_precision(cfg.profile.train.precision, torch.device(cfg.device))
-    except (ValueError, RuntimeError) as err:
+        device = torch.device(cfg.device)
+    except RuntimeError as err:
         raise ConfigError(str(err)) from None
-    return cfg
+    return resolve(cfg, device)
 
 
 def pretrained_file(cfg: RunConfig, backbone: str) -> Path | None:
@@ -123,8 +126,7 @@ def pretrained_file(cfg: RunConfig, backbone: str) -> Path | None:
     if not folder.is_dir():
         raise UsageError(f"--pretrained-dir {folder} is not a folder")
     stems = list(dict.fromkeys((backbone, parse_backbone(backbone).model)))
-    found = [folder / f"{stem}{ext}" for stem in stems for ext in (".safetensors", ".pth")
-             if (folder / f"{stem}{ext}").is_file()]
+    found = [path for stem in stems for path in PretrainLayout(folder).weights_choices(stem) if path.is_file()]
     if not found:
         raise UsageError(f"no {' or '.join(f'{stem}.safetensors or {stem}.pth' for stem in stems)} in {folder}")
     return found[0]
@@ -162,16 +164,17 @@ def load_data(cfg: RunConfig, keep_val_data: bool = True) -> tuple[data.Split, d
     return train_split, val_split
 
 
-def check_resume(cfg: RunConfig, run_dir: Path) -> None:
-    """Refuse to resume when config.yaml (or a weights file) changed since a checkpoint was saved."""
-    for path in sorted(run_dir.glob(f"seed*/*/{checkpoint.CHECKPOINT_FILE}")):
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config")
-        changed = configure.first_difference(saved, configure.to_dict(cfg)) if saved else None
-        if changed and not configure.is_recorded(saved, changed):
-            raise UsageError(f"{path} was saved by an older detbench that did not record {changed}; finish the run "
-                             "with that version, or start a new run with --config")
+def check_resume(cfg: RunConfig, saved: SavedRun) -> None:
+    """Refuse to resume when config.yaml (or a weights file) changed since a checkpoint was saved; a checkpoint's
+    settings are read in the run's own config.yaml version, as that file is."""
+    for name, seed in ((name, seed) for seed in cfg.profile.seeds for name in cfg.backbones):
+        path = saved.layout.result(name, seed).checkpoint
+        recorded = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config") \
+            if path.is_file() else None
+        changed = settings.first_difference(saved.saved_settings(recorded), settings.to_dict(cfg)) \
+            if recorded else None
         if changed:
-            raise UsageError(f"{run_dir / CONFIG_FILE}: setting {changed} changed since {path} was saved; "
+            raise UsageError(f"{saved.layout.config}: setting {changed} changed since {path} was saved; "
                              "restore it, or start a new run with --config")
 
 
@@ -201,10 +204,11 @@ def in_order(work, first: bool):
     return result
 
 
-def prepare(args) -> tuple[RunConfig, Path, tuple[data.Split, data.Split], torch.device]:
+def prepare(args) -> tuple[RunConfig, RunLayout, tuple[data.Split, data.Split], torch.device]:
     """Settings, every check, the data read once per node, then the run folder: nothing is written
     before every input has been found usable."""
-    cfg = config_from_args(args)
+    saved = settings.load_run_config(Path(args.resume)) if args.resume else None
+    cfg = config_from_args(args, saved)
     check_backbones(cfg.backbones)
     check_device(cfg.device)
     world = comm.launched_world_size()
@@ -216,9 +220,9 @@ def prepare(args) -> tuple[RunConfig, Path, tuple[data.Split, data.Split], torch
         check_writable_dir(Path(args.out), "--out")
     device = comm.init(torch.device(cfg.device), COLLECTIVE_TIMEOUT)
     splits = in_order(lambda: load_data(cfg, keep_val_data=comm.is_main()), comm.local_rank() == 0)
-    run_dir = comm.broadcast_object(in_order(lambda: start_run_folder(cfg, args, splits) if comm.is_main() else None,
-                                             comm.is_main()))
-    return cfg, run_dir, splits, device
+    cfg, layout = comm.broadcast_object(in_order(
+        lambda: start_run_folder(cfg, args, splits, saved) if comm.is_main() else None, comm.is_main()))
+    return cfg, layout, splits, device
 
 
 def check_compile(cfg: RunConfig, world: int) -> None:
@@ -233,55 +237,52 @@ def check_compile(cfg: RunConfig, world: int) -> None:
                               "or detector.norm=frozen")
 
 
-def start_run_folder(cfg: RunConfig, args, splits: tuple[data.Split, data.Split]) -> Path:
-    """Record the fairness audit, then create (or, resuming, check) the run folder and its config.yaml."""
-    recorded = dict(cfg.audit)
-    cfg.audit = {name: audit(cfg, name, len(splits[0].index.category_ids) + 1) for name in cfg.backbones}
-    if args.resume:
-        run_dir = Path(args.resume)
-        changed = configure.first_difference(configure.to_dict(RunConfig(audit=recorded)),
-                                             configure.to_dict(RunConfig(audit=cfg.audit)))
+def start_run_folder(cfg: RunConfig, args, splits: tuple[data.Split, data.Split],
+                     saved: SavedRun | None) -> tuple[RunConfig, RunLayout]:
+    """Record the fairness audit, then create (or, resuming, check) the run folder and its config.yaml; return
+    the settings with their audit, and the folder."""
+    audited = dataclasses.replace(cfg, audit={name: audit(cfg, name, len(splits[0].index.category_ids) + 1)
+                                              for name in cfg.backbones})
+    if saved is not None:
+        changed = settings.first_difference(settings.to_dict(RunConfig(audit=cfg.audit)),
+                                            settings.to_dict(RunConfig(audit=audited.audit)))
         if changed:
             raise UsageError(f"{changed} differs from the run's config.yaml: a weights file or the backbone changed")
-        check_resume(cfg, run_dir)
-        return run_dir
+        check_resume(audited, saved)
+        return audited, saved.layout
     seeds = "+".join(map(str, cfg.profile.seeds))
-    run_dir = fresh_dir(args.out, f"{cfg.profile.name}-s{seeds}-{'-'.join(cfg.backbones)}")
-    write_text(run_dir / CONFIG_FILE, configure.to_yaml(cfg))
+    layout = RunLayout(fresh_dir(args.out, f"{cfg.profile.name}-s{seeds}-{'-'.join(cfg.backbones)}"))
+    write_text(layout.config, settings.to_yaml(audited))
     warnings = data.skip_warnings(splits[0].index)
-    write_json(run_dir / DATA_REPORT, {"skipped": splits[0].index.skipped, "warnings": warnings})
+    write_json(layout.data_report, {"skipped": splits[0].index.skipped, "warnings": warnings})
     for line in warnings:
-        print(f"warning: {line} (recorded in {run_dir / DATA_REPORT})", file=sys.stderr)
-    return run_dir
-
-
-def result_dir(run_dir: Path, seed: int, name: str) -> Path:
-    return run_dir / f"seed{seed}" / name
+        print(f"warning: {line} (recorded in {layout.data_report})", file=sys.stderr)
+    return audited, layout
 
 
 def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.CocoDetection, data.CocoDetection],
-                 coco_gt: Any, run_dir: Path, device: torch.device, progress: bool, resume: bool,
+                 coco_gt: Any, layout: RunLayout, device: torch.device, progress: bool, resume: bool,
                  stop: train.StopRequest) -> dict[str, Any] | None:
     """Train and evaluate one backbone with one seed; rank 0 writes its folder and returns its metrics."""
     train_set, val_set = datasets
     rank, world = comm.rank(), comm.world_size()
-    out_dir = result_dir(run_dir, seed, name)
+    files = layout.result(name, seed)
     if rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    settings = cfg.profile.train
+        files.folder.mkdir(parents=True, exist_ok=True)
+    schedule = cfg.profile.train
     torch.manual_seed(init_seed(name, seed))  # the training seed, unless the name says init_seed=N
     model = detector.build_detector(name, train_set.num_classes, cfg.profile.detector, pretrained_file(cfg, name))
-    model.to(device, memory_format=torch.channels_last if settings.channels_last else torch.preserve_format)
-    if settings.compile_backbone:
+    model.to(device, memory_format=torch.channels_last if schedule.channels_last else torch.preserve_format)
+    if schedule.compile_backbone:
         train.compile_backbone(model)
     torch.manual_seed(seed)  # the same RoI sampling draws for every backbone, whatever its init consumed
     train_set.seed = seed
 
-    unreadable = data.UnreadableImages(run_dir / DATA_REPORT, record=rank == 0)
+    unreadable = data.UnreadableImages(layout.data_report, record=rank == 0)
 
     def make_loader(start: int):
-        pin = settings.pin_memory and device.type == "cuda"
-        return unreadable.watch(data.build_train_loader(train_set, settings.batch_size, seed, settings.workers, start,
+        pin = schedule.pin_memory and device.type == "cuda"
+        return unreadable.watch(data.build_train_loader(train_set, schedule.batch_size, seed, schedule.workers, start,
                                                         rank, world, pin_memory=pin))
 
     trained = model
@@ -289,7 +290,7 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
         if device.type == "cuda":  # batch statistics over all GPUs, as training BatchNorm from scratch needs
             trained = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         trained = torch.nn.parallel.DistributedDataParallel(trained, device_ids=[device] if device.type == "cuda" else None)
-    val_loader = data.build_eval_loader(val_set, batch_size=2, workers=settings.workers)
+    val_loader = data.build_eval_loader(val_set, batch_size=2, workers=schedule.workers)
 
     def validate() -> dict[str, float]:
         """AP on the validation set now, for eval.csv (train.eval_every)."""
@@ -298,12 +299,12 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
         return {name: stats[name] for name in train.EVAL_COLUMNS[1:]}
 
     try:
-        result = train.train(trained, make_loader, settings, out_dir, device, config=configure.to_dict(cfg),
+        result = train.train(trained, make_loader, schedule, files.folder, device, config=settings.to_dict(cfg),
                              progress=progress, desc=f"train {name} seed {seed}", resume=resume, stop=stop,
                              validate=validate if rank == 0 else None)
     except train.TrainingOutOfMemory as err:
-        raise failures.out_of_memory(err, cfg, world, run_dir, out_dir / checkpoint.CHECKPOINT_FILE) from None
-    scores = evaluate_model(model, val_set, coco_gt, out_dir, device, workers=settings.workers, progress=progress,
+        raise failures.out_of_memory(err, cfg, world, layout.root, files.checkpoint) from None
+    scores = evaluate_model(model, val_set, coco_gt, files, device, workers=schedule.workers, progress=progress,
                             desc=f"evaluate {name} seed {seed}")
     if scores is None:  # another process than rank 0: it predicted its shard, rank 0 scored
         return None
@@ -314,26 +315,26 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
         "train": {"iterations": result.iterations, "seconds": round(result.seconds, 2),
                   "images_per_s": round(result.images_per_s, 3), "final_loss": result.final_loss},
     }
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(files.metrics, metrics)
     return metrics
 
 
 TIMED_VAL_IMAGES = 4
 
 
-def trained_models(cfg: RunConfig, run_dir: Path, num_classes: int) -> dict[str, list[torch.nn.Module]]:
+def trained_models(cfg: RunConfig, layout: RunLayout, num_classes: int) -> dict[str, list[torch.nn.Module]]:
     """Each backbone's trained detectors, one per finished seed, in seed order."""
     found: dict[str, list[torch.nn.Module]] = {}
     for name in cfg.backbones:
         for seed in cfg.profile.seeds:
-            folder = result_dir(run_dir, seed, name)
-            if (folder / "metrics.json").is_file():
-                state = checkpoint.load(folder / checkpoint.CHECKPOINT_FILE)
+            files = layout.result(name, seed)
+            if files.metrics.is_file():
+                state = checkpoint.load(files.checkpoint)
                 found.setdefault(name, []).append(trained_detector(cfg, name, num_classes, state))
     return found
 
 
-def receptive_fields(cfg: RunConfig, run_dir: Path, val_set: data.CocoDetection,
+def receptive_fields(cfg: RunConfig, layout: RunLayout, val_set: data.CocoDetection,
                      trained: dict[str, list[torch.nn.Module]]) -> None:
     """receptive_field.csv: per stage, stride, theoretical RF, and the effective RF at the initialisation
     training started from and after training, on validation images as the backbone sees them."""
@@ -345,7 +346,7 @@ def receptive_fields(cfg: RunConfig, run_dir: Path, val_set: data.CocoDetection,
         batch = start.eval().transform(images)[0].tensors  # resized and normalised, as the backbone sees them
         bodies = [model.backbone.body for model in trained.get(name, [])]
         rows += receptive_field_rows(name, start.backbone.body, bodies, batch)
-    write_csv(run_dir / RECEPTIVE_FIELD_FILE, pd.DataFrame(rows))
+    write_csv(layout.receptive_field, pd.DataFrame(rows))
 
 
 def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -359,7 +360,7 @@ def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split], device: torch.device,
+def execute(cfg: RunConfig, layout: RunLayout, splits: tuple[data.Split, data.Split], device: torch.device,
             progress: bool, resume: bool, stop: train.StopRequest) -> tuple[str, list[str]]:
     """Train, evaluate and measure every backbone and seed, write the report; return the summary to print
     and the trainings that diverged ("resnet50 seed 0")."""
@@ -374,40 +375,40 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
     rows, diverged = [], []
     for seed in cfg.profile.seeds:
         for name in cfg.backbones:
-            out_dir = result_dir(run_dir, seed, name)
-            done = read_json(out_dir / "metrics.json") if resume and (out_dir / "metrics.json").is_file() else None
-            if resume and (out_dir / DIVERGED_FILE).is_file():
+            files = layout.result(name, seed)
+            done = read_json(files.metrics) if resume and files.metrics.is_file() else None
+            if resume and files.diverged.is_file():
                 diverged.append(f"{name} seed {seed}")
                 continue  # it would diverge again: the same seed gives the same steps
             if not done:
                 stop.check(f"{name} seed {seed}")
             try:
-                metrics = done or run_backbone(name, seed, cfg, datasets, coco_gt, run_dir, device, progress,
+                metrics = done or run_backbone(name, seed, cfg, datasets, coco_gt, layout, device, progress,
                                                resume, stop)
             except train.TrainingDiverged as err:
                 diverged.append(f"{name} seed {seed}")
                 if rank == 0:
-                    write_json(out_dir / DIVERGED_FILE, {"reason": str(err)})
-                    kept = (f"its last good checkpoint ({out_dir / checkpoint.CHECKPOINT_FILE}) is kept"
-                            if (out_dir / checkpoint.CHECKPOINT_FILE).is_file() else "no checkpoint was due yet")
+                    write_json(files.diverged, {"reason": str(err)})
+                    kept = (f"its last good checkpoint ({files.checkpoint}) is kept"
+                            if files.checkpoint.is_file() else "no checkpoint was due yet")
                     print(f"warning: {err}; {kept}; the other backbones go on", file=sys.stderr, flush=True)
                 continue
             if rank == 0:
                 rows.append(metrics_row(metrics))
-                write_csv(run_dir / METRICS_FILE, pd.DataFrame(rows))  # kept current after each backbone
+                write_csv(layout.metrics, pd.DataFrame(rows))  # kept current after each backbone
                 stats, trained = metrics["stats"], metrics["train"]
                 print(f"{name} seed {seed}: {trained['iterations']} iterations in {trained['seconds'] / 60:.1f} min, "
                       f"AP {100 * stats['AP']:.1f}, AP50 {100 * stats['AP50']:.1f}", flush=True)
     if rank == 0:
         stop.check("measurement")
-        trained = trained_models(cfg, run_dir, datasets[1].num_classes)
-        receptive_fields(cfg, run_dir, datasets[1], trained)
+        trained = trained_models(cfg, layout, datasets[1].num_classes)
+        receptive_fields(cfg, layout, datasets[1], trained)
         weights = {name: pretrained_file(cfg, name) for name in cfg.backbones}
         images = [datasets[1][i][0] for i in range(min(TIMED_VAL_IMAGES, len(datasets[1])))]
-        measure.measure(cfg.backbones, cfg.profile, device, run_dir, datasets[1].num_classes, progress=progress,
+        measure.measure(cfg.backbones, cfg.profile, device, layout.root, datasets[1].num_classes, progress=progress,
                         weights=weights, trained={name: (models[0], images) for name, models in trained.items()},
                         world_size=comm.world_size())
-        finished = report.load_run(run_dir)  # one bootstrap for the report and the summary
+        finished = report.load_run(layout.root)  # one bootstrap for the report and the summary
         report.write_report(finished)
     comm.destroy()
     return report.summary(finished) if rank == 0 else "", diverged
@@ -416,16 +417,17 @@ def execute(cfg: RunConfig, run_dir: Path, splits: tuple[data.Split, data.Split]
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg, run_dir, splits, device = prepare(args)
+    cfg, layout, splits, device = prepare(args)
+    run_dir = layout.root
     is_main = comm.is_main()
     start = time.perf_counter()
-    status = (lambda *a, **k: set_status(run_dir, *a, **k)) if is_main else (lambda *a, **k: None)
+    status = (lambda *a, **k: set_status(layout.status, *a, **k)) if is_main else (lambda *a, **k: None)
     resume_hint = f"python -m bench.run --resume {run_dir}"
     status("running")
     try:
         with train.StopRequest() as stop:
             try:
-                summary, diverged = execute(cfg, run_dir, splits, device, progress=not args.no_progress,
+                summary, diverged = execute(cfg, layout, splits, device, progress=not args.no_progress,
                                             resume=bool(args.resume), stop=stop)
             except comm.RankLost as err:  # handled while torchrun's SIGTERM to the survivors only sets a flag
                 status("failed", str(err), resume=resume_hint)
@@ -453,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes = (time.perf_counter() - start) / 60
         print(f"\n{summary}\n")
         print(f"{cfg.profile.name} profile, {len(cfg.backbones)} backbone(s) x {len(cfg.profile.seeds)} seed(s), "
-              f"{minutes:.1f} min; report: {run_dir / 'report.md'}")
+              f"{minutes:.1f} min; report: {layout.report_md}")
         if diverged:
             print(f"error: {failures.diverged(diverged, run_dir)}", file=sys.stderr)
     return ExitStatus.DIVERGED if diverged else ExitStatus.OK

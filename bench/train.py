@@ -22,14 +22,14 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint, comm
-from .config import TrainConfig
 from .errors import DataError
 from .files import write_text
+from .layout import ResultFiles
 from .progress import progress as progress_bar
+from .settings import TrainConfig
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 LOSS_COLUMNS = ("iteration", "lr", "loss", *LOSS_NAMES, "images_per_s", "elapsed_s")
-LOSS_FILE, EVAL_FILE = "loss.csv", "eval.csv"
 EVAL_COLUMNS = ("iteration", "AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
@@ -215,13 +215,13 @@ class CsvLog:
         write_text(self.path, buffer.getvalue())
 
 
-def tensorboard(out_dir: Path) -> Any:
-    """A SummaryWriter into `out_dir/tensorboard` when the optional `tensorboard` package is there."""
+def tensorboard(folder: Path) -> Any:
+    """A SummaryWriter into `folder` when the optional `tensorboard` package is there."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(str(out_dir / "tensorboard"))
+    return SummaryWriter(str(folder))
 
 
 NONFINITE = (float("nan"), float("inf"), float("-inf"))
@@ -270,7 +270,8 @@ def train(
     step and raises.
     `validate()` (rank 0, every `cfg.eval_every` iterations) gives the numbers for eval.csv.
     """
-    path = Path(out_dir) / checkpoint.CHECKPOINT_FILE
+    files = ResultFiles(Path(out_dir))
+    path = files.checkpoint
     world, is_main = comm.world_size(), comm.is_main()
     precision = resolve_precision(cfg.precision, device)
     optimizer = build_optimizer(model, cfg)
@@ -289,9 +290,9 @@ def train(
                  "images": images_before + images_seen, "loss": last_loss}
         checkpoint.save(path, iteration, model, optimizer, scheduler, scaler, config or {}, extra)
 
-    board = tensorboard(Path(out_dir)) if is_main else None
-    writer = CsvLog(path.with_name(LOSS_FILE), LOSS_COLUMNS, done, board) if is_main else None
-    evals = CsvLog(path.with_name(EVAL_FILE), EVAL_COLUMNS, done, board) if is_main and validate and cfg.eval_every else None
+    board = tensorboard(files.tensorboard) if is_main else None
+    writer = CsvLog(files.loss, LOSS_COLUMNS, done, board) if is_main else None
+    evals = CsvLog(files.eval, EVAL_COLUMNS, done, board) if is_main and validate and cfg.eval_every else None
     images_seen, start = 0, time.perf_counter()
     bar = progress_bar(cfg.iterations, desc, enabled=progress and is_main, initial=done)
     batches = _batches(make_loader(done))

@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 
 from backbones import SUPPORTED_BACKBONES, create_backbone
-from bench.config import DetectorConfig, MeasureConfig
 from bench.measure import (
     Setting,
     backbone_input,
@@ -30,6 +29,7 @@ from bench.measure import (
     pinned_threads,
     time_call,
 )
+from bench.settings import DetectorConfig, MeasureConfig
 
 REFERENCE = "resnet50"
 NUM_CLASSES = 81  # COCO's 80 + background

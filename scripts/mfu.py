@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.layout import RunLayout
+
 # Dense bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets.
 PEAK_BF16 = {"H200": 989e12, "H200 NVL": 835e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 PCIe": 756e12,
              "H100 NVL": 835e12, "A100": 312e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12}
@@ -29,9 +31,9 @@ def peak(device_name: str) -> float | None:
 
 
 def main(folder: str) -> int:
-    folder = Path(folder)
-    rows = pd.read_csv(folder / "measurements.csv")
-    flops = pd.read_csv(folder / "flops_by_module.csv")
+    layout = RunLayout(Path(folder))
+    rows = pd.read_csv(layout.measurements)
+    flops = pd.read_csv(layout.flops_by_module)
     body = flops[(flops["target"] == "detector") & (flops["module"] == "backbone.body")].set_index("backbone")["gflops"]
     timed = rows[(rows["target"] == "backbone") & (rows["metric"] == "latency") & (rows["device"] == "cuda")
                  & (rows["dtype"] == "bfloat16")]

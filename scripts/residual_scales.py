@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from bench.layout import RunLayout
+
 BLOCK_SCALE = re.compile(r"^backbone\.body\.layer\d+\.\d+\.bn3\.weight$")
 SHORTCUT_SCALE = re.compile(r"^backbone\.body\.layer\d+\.0\.downsample\.1\.weight$")
 
@@ -35,19 +37,18 @@ def scales(checkpoint: Path) -> dict[str, float] | None:
 
 
 def main(run_dir: str) -> int:
-    checkpoints = sorted(Path(run_dir).glob("seed*/*/checkpoint.pth"))
+    checkpoints = list(RunLayout(Path(run_dir)).checkpoints())
     if not checkpoints:
         print(f"error: no seed*/<backbone>/checkpoint.pth under {run_dir}", file=sys.stderr)
         return 2
     print("| backbone | seed | blocks | mean block-end scale, min-max over blocks | largest | shortcut projections' mean |")
     print("|---|---:|---:|---:|---:|---:|")
-    for checkpoint in checkpoints:
+    for backbone, seed, checkpoint in checkpoints:
         row = scales(checkpoint)
-        seed = checkpoint.parent.parent.name.removeprefix("seed")
         if row is None:
-            print(f"| {checkpoint.parent.name} | {seed} | 0 | no ResNet-style blocks (backbone.body.layer*.*.bn3) | – | – |")
+            print(f"| {backbone} | {seed} | 0 | no ResNet-style blocks (backbone.body.layer*.*.bn3) | – | – |")
             continue
-        print(f"| {checkpoint.parent.name} | {seed} | {row['blocks']} | {row['block_mean_min']:.4f}-{row['block_mean_max']:.4f} "
+        print(f"| {backbone} | {seed} | {row['blocks']} | {row['block_mean_min']:.4f}-{row['block_mean_max']:.4f} "
               f"| {row['block_max']:.4f} | {row['shortcut_mean']:.4f} |")
     return 0
 

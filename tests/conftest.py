@@ -21,7 +21,7 @@ def smoke_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def smoke_data(smoke_cache: Path):
     """The smoke profile's synthetic set (8 train / 4 val images of 128 px)."""
     from bench import data
-    from bench.config import get_profile
+    from bench.settings import get_profile
 
     return data.make_synthetic(get_profile("smoke").synthetic, smoke_cache)
 

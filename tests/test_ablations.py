@@ -13,9 +13,9 @@ import yaml
 
 import backbones
 from bench.cli import check_backbones
-from bench.config import get_profile
 from bench.detector import build_detector
 from bench.errors import UsageError
+from bench.settings import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 DILATED = "resnet50[output_stride=16]"

@@ -18,10 +18,10 @@ from pycocotools.cocoeval import COCOeval
 from bench import data
 from bench.analysis.errors import STEPS
 from bench.analysis.proposals import ProposalProbe, level_rows, proposal_recall
-from bench.config import get_profile
 from bench.detector import build_detector
 from bench.evaluate import main as evaluate_main
 from bench.evaluation.coco import COCO_STAT_NAMES
+from bench.settings import get_profile
 
 # Hand-made RoIs and the level the FPN rule k = floor(4 + log2(sqrt(wh) / 53.76)), clamped to 2..5, gives them.
 CANONICAL = 224 * 192 / 800

@@ -9,9 +9,9 @@ import torch
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection._utils import BoxCoder
 
-from bench.config import get_profile
 from bench.detector import build_detector
 from bench.measure import random_batch
+from bench.settings import get_profile
 
 SIZE = 320  # bf16 spaces numbers 2 apart from 256 px on: rounding shows
 

@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from bench.compare import main
+from bench.settings import SCHEMA_VERSION
+from bench.settings.versions import PRETRAIN_PROVENANCE
 
 
 def _one_seed(smoke_run: Path, seed: int, dest: Path, **profile_changes) -> Path:
@@ -63,14 +65,24 @@ def test_the_same_seed_twice_is_refused(smoke_run: Path, tmp_path: Path, capsys)
     assert "with seed 0 is in both" in capsys.readouterr().err
 
 
-def test_a_setting_an_older_run_did_not_record_is_named(smoke_run: Path, tmp_path: Path, capsys) -> None:
+def test_a_run_of_an_older_version_is_compared_as_it_ran(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    """A version-3 config.yaml (before schema_version, measure.cpu and the audit's provenance) reads as what that
+    detbench did: it merges with a current run into a current config.yaml, and a setting it recorded is compared."""
     a, b = _one_seed(smoke_run, 0, tmp_path / "a"), _one_seed(smoke_run, 1, tmp_path / "b")
-    config = yaml.safe_load((b / "config.yaml").read_text())
-    del config["profile"]["detector"]["zero_init_last"]  # as a detbench before that setting wrote it
-    (b / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    assert main([str(a), str(b), "--out", str(tmp_path / "merged")]) == 2
+
+    def as_version_3(config: dict) -> None:
+        del config["schema_version"], config["profile"]["measure"]["cpu"]
+        for entry in config["audit"].values():
+            for key in PRETRAIN_PROVENANCE:
+                del entry[key]
+
+    _edit_config(b, as_version_3)
+    assert main([str(a), str(b), "--out", str(tmp_path / "merged")]) == 0
+    assert yaml.safe_load((tmp_path / "merged" / "config.yaml").read_text())["schema_version"] == SCHEMA_VERSION
+    _edit_config(b, lambda config: config["profile"]["detector"].update(zero_init_last=False))
+    assert main([str(a), str(b), "--out", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"profile.detector.zero_init_last is not recorded in {b}/config.yaml" in err
+    assert err.count("\n") == 1 and "profile.detector.zero_init_last differs (False vs True)" in err
 
 
 def _edit_config(folder: Path, edit) -> None:

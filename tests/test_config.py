@@ -1,17 +1,17 @@
-"""bench.configure: one loader for profiles, config files and --set, with every value checked."""
+"""bench.settings: one loader for profiles, config files and --set, with every value checked; config.yaml versions."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from bench import configure
-from bench.config import get_profile
+from bench import settings
 from bench.errors import ConfigError
+from bench.settings import get_profile
 
 
 def test_set_overrides_profile_sections_and_run_settings() -> None:
-    cfg = configure.build("smoke", overrides=["detector.roi_canonical_scale=53.8", "train.iterations=400",
+    cfg = settings.build("smoke", overrides=["detector.roi_canonical_scale=53.8", "train.iterations=400",
                                               "seeds=[0,1]", "train.lr_steps=[0.5,0.75]"])
     assert cfg.profile.detector.roi_canonical_scale == 53.8
     assert cfg.profile.train.iterations == 400
@@ -36,33 +36,33 @@ def test_set_overrides_profile_sections_and_run_settings() -> None:
 ])
 def test_bad_override_is_one_clear_error(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")) as caught:
-        configure.build("smoke", overrides=[override])
+        settings.build("smoke", overrides=[override])
     assert "\n" not in str(caught.value)
 
 
 def test_config_yaml_round_trips(tmp_path: Path) -> None:
-    cfg = configure.build("default", options={"profile.seeds": [3, 4], "backbones": ["resnet50"]},
+    cfg = settings.build("default", options={"profile.seeds": [3, 4], "backbones": ["resnet50"]},
                           overrides=["train.iterations=7", "detector.zero_init_last=false"])
     assert cfg.profile.detector.zero_init_last is False
     path = tmp_path / "config.yaml"
-    path.write_text(configure.to_yaml(cfg))
-    assert configure.build(file=path) == cfg
-    assert configure.build(file=path, overrides=["train.iterations=9"]).profile.train.iterations == 9
+    path.write_text(settings.to_yaml(cfg))
+    assert settings.build(file=path) == cfg
+    assert settings.build(file=path, overrides=["train.iterations=9"]).profile.train.iterations == 9
 
 
 def test_yaml_and_type_errors_in_a_file_are_one_line(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("backbones: [resnet50\nseeds: 1")
     with pytest.raises(ConfigError, match=r"invalid YAML at line 2"):
-        configure.build(file=path)
+        settings.build(file=path)
     path.write_text("profile:\n  train:\n    batch_size: many\n")
     with pytest.raises(ConfigError, match="batch_size") as caught:
-        configure.build(file=path)
+        settings.build(file=path)
     assert "\n" not in str(caught.value)
 
 
 def test_first_difference_names_the_setting() -> None:
-    a = configure.to_dict(configure.build("smoke"))
-    b = configure.to_dict(configure.build("smoke", overrides=["train.momentum=0.8"]))
-    assert configure.first_difference(a, a) is None
-    assert configure.first_difference(a, b) == "profile.train.momentum"
+    a = settings.to_dict(settings.build("smoke"))
+    b = settings.to_dict(settings.build("smoke", overrides=["train.momentum=0.8"]))
+    assert settings.first_difference(a, a) is None
+    assert settings.first_difference(a, b) == "profile.train.momentum"

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.config import get_profile
 from bench.detector import build_detector
 from bench.measure import random_batch
 from bench.measure.memory import peak_memory
+from bench.settings import get_profile
 from bench.train import build_optimizer, resolve_precision, train_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from bench.config import DataSource, SyntheticConfig
 from bench.data import (
     SYNTHETIC_CATEGORIES,
     CocoDetection,
@@ -29,6 +28,7 @@ from bench.data import (
     make_synthetic,
     skip_warnings,
 )
+from bench.settings import DataSource, SyntheticConfig
 
 
 def check_source(src: DataSource) -> None:

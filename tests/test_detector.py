@@ -10,8 +10,8 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from backbones import create_backbone
-from bench.config import get_profile
 from bench.detector import LevelRoIAlign, PyramidBackbone, build_detector
+from bench.settings import get_profile
 
 BACKBONES = ("detnet59", "resnet50", "resnet101")
 IMAGE = 512  # large enough for an RoI of every level 2..5

@@ -12,7 +12,6 @@ import pytest
 import timm
 import torch
 
-from bench.config import get_profile
 from bench.measure import (
     count_flops,
     detector_compute,
@@ -25,6 +24,7 @@ from bench.measure import (
 from bench.measure.__main__ import main
 from bench.measure.rows import MeasurementRow, ModuleRow, column_names
 from bench.measure.timing import latency_settings
+from bench.settings import get_profile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESNET50_GMACS = 4.09  # timm / torchvision model cards, 224 x 224

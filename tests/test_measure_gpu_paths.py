@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 import bench.measure as measure_module
-from bench.config import get_profile
 from bench.measure import compiled, latency_row, training_costs
 from bench.measure import memory as memory_module
 from bench.measure.__main__ import main
@@ -19,6 +18,7 @@ from bench.measure.compiled import compiled_timing
 from bench.measure.memory import MIB, peak_memory
 from bench.measure.precision import float32_label, precision, unsupported
 from bench.measure.timing import Setting, throughput, time_call
+from bench.settings import get_profile
 
 CUDA1 = torch.device("cuda", 1)
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from bench.config import get_profile
 from bench.detector import build_detector
+from bench.settings import get_profile
 
 # 1000 x 600 images: the detector resizes them to 1333 x 800, the paper's input size.
 WIDTH, HEIGHT = 1000, 600

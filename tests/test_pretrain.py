@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench import configure, detector
+from bench import detector, settings
 from bench.pretrain.__main__ import main as pretrain_main
 from bench.pretrain.loop import evaluate
 from bench.run import audit, pretrained_file
@@ -66,7 +66,7 @@ def test_weights_reach_the_detector(pretrained: Path, smoke_cache: Path):
     audit in config.yaml names the pretraining run, its top-1 error and the file's sha256."""
     record = json.loads((pretrained / "classification.json").read_text())[BACKBONE]
     assert (pretrained / "sha256sums.txt").read_text() == f"{record['weights_sha256']}  {BACKBONE}.safetensors\n"
-    cfg = configure.build("smoke", options={"backbones": [BACKBONE], "pretrained_dir": str(pretrained),
+    cfg = settings.build("smoke", options={"backbones": [BACKBONE], "pretrained_dir": str(pretrained),
                                             "cache_dir": str(smoke_cache)})
     weights = load_file(pretrained / f"{BACKBONE}.safetensors")
     body = detector.build_detector(BACKBONE, 6, cfg.profile.detector, pretrained_file(cfg, BACKBONE)).backbone.body
@@ -80,21 +80,25 @@ def test_weights_reach_the_detector(pretrained: Path, smoke_cache: Path):
 
 
 def test_pretraining_table_sits_beside_the_paper():
+    from bench.layout import RunLayout
     from bench.report.load import Run, load_paper
     from bench.report.pretraining import pretraining_table
+    from bench.settings import SCHEMA_VERSION, BackboneAudit, RunConfig, SavedRun
 
-    audit = {"detnet59": {"weights_sha256": "ab" * 32, "pretrain_run": "runs/p", "pretrain_data": "shapes",
-                          "pretrain_top1_err": 31.9, "pretrain_gmacs_224": 5.0},
-             "resnet50": {"weights_sha256": None}}
-    config = {"backbones": list(audit), "profile": {"seeds": [0]}, "pretrained_dir": "runs/p", "audit": audit}
-    frame = pretraining_table(Run(Path("run"), config, *[{}] * 7, None, None, None)).frame.set_index("backbone")
+    def saved(audit: dict[str, BackboneAudit]) -> SavedRun:
+        config = RunConfig(backbones=list(audit), pretrained_dir="runs/p", audit=audit)
+        return SavedRun(config, RunLayout(Path("run")), SCHEMA_VERSION)
+
+    audit = {"detnet59": BackboneAudit(weights_sha256="ab" * 32, pretrain_run="runs/p", pretrain_data="shapes",
+                                       pretrain_top1_err=31.9, pretrain_gmacs_224=5.0),
+             "resnet50": BackboneAudit()}
+    frame = pretraining_table(Run(saved(audit), *[{}] * 7, None, None, None)).frame.set_index("backbone")
     assert frame.loc["detnet59", "top-1 err (%)"] == 31.9 and frame.loc["resnet50", "pretraining run"] != "runs/p"
     paper = load_paper()["table1"]
     row = frame.loc[f"detnet59 (paper, {paper['label']})"]
     assert row["ImageNet top-1 err (paper, %)"] == paper["rows"]["detnet59"]["ImageNet top-1 err"]
     assert list(frame.index[2:]) == [f"{name} (paper, {paper['label']})" for name in audit]
-    no_pretraining = {**config, "audit": {"resnet50": {"weights_sha256": None}}}
-    assert pretraining_table(Run(Path("run"), no_pretraining, *[{}] * 7, None, None, None)) is None
+    assert pretraining_table(Run(saved({"resnet50": BackboneAudit()}), *[{}] * 7, None, None, None)) is None
 
 
 @pytest.mark.slow

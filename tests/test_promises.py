@@ -16,10 +16,10 @@ from torch import nn
 import bench.measure
 from backbones import create_backbone
 from backbones.factory import WeightsError
-from bench import configure, run, train
-from bench.config import get_profile
+from bench import run, settings, train
 from bench.detector import build_detector
 from bench.files import atomic_write, write_json
+from bench.settings import get_profile
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -55,7 +55,7 @@ def test_norm_weights_and_biases_get_their_own_decay(smoke_run: Path) -> None:
                     for module in model.modules() for key, p in module.named_parameters(recurse=False)
                     if p.requires_grad}
         assert decay_of == expected, name
-        audit = configure.build(file=smoke_run / "config.yaml").audit[name]
+        audit = settings.build(file=smoke_run / "config.yaml").audit[name]
         assert audit.decayed_tensors == sum(v == cfg.weight_decay for v in expected.values()), name
 
 
@@ -63,7 +63,7 @@ def test_the_audit_records_the_sha256_of_the_weights_file(tmp_path: Path) -> Non
     weights = tmp_path / "weights"
     weights.mkdir()
     torch.save(timm.create_model("resnet50").state_dict(), weights / "resnet50.pth")  # ~100 MB: many read blocks
-    cfg = configure.build("smoke", None, {"pretrained_dir": str(weights), "backbones": ["resnet50"]}, [])
+    cfg = settings.build("smoke", None, {"pretrained_dir": str(weights), "backbones": ["resnet50"]}, [])
     audit = run.audit(cfg, "resnet50", 3)
     assert audit.weights_sha256 == hashlib.sha256((weights / "resnet50.pth").read_bytes()).hexdigest()
     assert audit.weights_file == str(weights / "resnet50.pth") and audit.norm == "frozen" and audit.frozen_stem

@@ -13,11 +13,12 @@ import timm
 import torch
 import yaml
 
-from bench import configure, train
+from bench import settings, train
 from bench.bootstrap import ImageEval
-from bench.config import get_profile
+from bench.errors import UsageError
 from bench.evaluation.coco import COCO_STAT_NAMES
 from bench.run import main
+from bench.settings import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def test_run_folder_contents(smoke_run: Path) -> None:
 
 
 def test_config_yaml_repeats_the_run(smoke_run: Path) -> None:
-    saved = configure.build(file=smoke_run / "config.yaml")
+    saved = settings.build(file=smoke_run / "config.yaml")
     assert saved.backbones == ["detnet59", "resnet50"]
     expected = get_profile("smoke")
     expected.seeds = [0, 1]
@@ -142,14 +143,32 @@ def test_resume_refuses_a_changed_config(tmp_path: Path, smoke_run: Path, capsys
     assert "--set would change it" in capsys.readouterr().err
 
 
-def test_resume_names_a_setting_an_older_checkpoint_did_not_record(tmp_path: Path, smoke_run: Path, capsys) -> None:
+def test_resume_reads_checkpoints_in_their_run_s_version(tmp_path: Path, smoke_run: Path) -> None:
+    """A run a version-3 detbench wrote: its config.yaml and checkpoints lack measure.cpu and the audit's provenance
+    alike, and read as what that detbench did, so nothing changed; a setting that did change is named."""
+    from bench.run import check_resume
+    from bench.settings.versions import PRETRAIN_PROVENANCE
+
+    def as_version_3(config: dict) -> None:
+        config.pop("schema_version", None)
+        del config["profile"]["measure"]["cpu"]
+        for entry in config["audit"].values():
+            for key in PRETRAIN_PROVENANCE:
+                del entry[key]
+
     run = tmp_path / "run"
-    shutil.copytree(smoke_run, run)
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("tables", "plots", "report.*"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    as_version_3(config)
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     path = run / "seed0" / "detnet59" / "checkpoint.pth"
     state = torch.load(path, weights_only=True)
-    del state["config"]["profile"]["detector"]["zero_init_last"]  # as a detbench before that setting saved it
+    as_version_3(state["config"])
     torch.save(state, path)
-    assert main(["--resume", str(run)]) == 2
-    err = capsys.readouterr().err
-    assert err == f"error: {path} was saved by an older detbench that did not record profile.detector.zero_init_last; " \
-                  "finish the run with that version, or start a new run with --config\n"
+    saved = settings.load_run_config(run)
+    assert saved.version == 3
+    check_resume(saved.config, saved)  # accepted: nothing changed
+    state["config"]["profile"]["train"]["momentum"] = 0.5
+    torch.save(state, path)
+    with pytest.raises(UsageError, match="setting profile.train.momentum changed since"):
+        check_resume(saved.config, saved)

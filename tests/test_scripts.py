@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bench import detector
-from bench.config import get_profile
+from bench.settings import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bench import data
-from bench.config import TrainConfig, get_profile
 from bench.detector import build_detector
+from bench.settings import TrainConfig, get_profile
 from bench.train import LOSS_COLUMNS, TrainingDiverged, build_optimizer, build_scheduler, scaled_lr, train
 
 

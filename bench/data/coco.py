@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
-from ..config import DataSource
 from ..errors import DataError
 from ..files import atomic_write, write_json
+from ..settings import DataSource
 
 INDEX_VERSION = 1
 # Image headers are checked up front (size, readable) for sets up to this many images (COCO

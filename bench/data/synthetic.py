@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..config import DataSource, SyntheticConfig
 from ..files import publish_dir
+from ..settings import DataSource, SyntheticConfig
 
 SYNTHETIC_CATEGORIES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
 

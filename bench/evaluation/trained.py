@@ -18,27 +18,25 @@ from typing import Any
 import torch
 from pycocotools.coco import COCO
 
-from .. import checkpoint, comm, configure, data, detector, report
+from .. import checkpoint, comm, data, detector, report, settings
 from ..cli import check_device, fresh_dir
-from ..config import RunConfig
 from ..errors import UsageError
 from ..files import read_json, write_json, write_text
+from ..layout import ResultFiles, RunLayout
+from ..settings import RunConfig
 from .evaluator import Evaluator, Evaluators, inference_on_dataset
 from .evaluators import BOX_SCORES, CocoEvaluator, ErrorBreakdownEvaluator, ImageMatchesEvaluator, ProposalEvaluator
 
-ANALYSIS_FILE = "analysis.json"
-COPIED = ("measurements.csv", "flops_by_module.csv", "environment.json", "receptive_field.csv")
 
-
-def pass_evaluators(val_set: data.CocoDetection, coco_gt: COCO | None, out_dir: Path) -> list[Evaluator]:
+def pass_evaluators(val_set: data.CocoDetection, coco_gt: COCO | None, files: ResultFiles) -> list[Evaluator]:
     """What the evaluation pass computes: the box scores first (the others read them), then analysis.json's
     parts in the file's order. A new metric of the pass is one more evaluator here."""
-    boxes = CocoEvaluator(coco_gt, val_set.label_to_category_id, out_dir / "detections.json")
-    return [boxes, ImageMatchesEvaluator(boxes, out_dir / "evaluation.npz"), ErrorBreakdownEvaluator(boxes),
+    boxes = CocoEvaluator(coco_gt, val_set.label_to_category_id, files.detections)
+    return [boxes, ImageMatchesEvaluator(boxes, files.evaluation), ErrorBreakdownEvaluator(boxes),
             ProposalEvaluator(coco_gt)]
 
 
-def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt: COCO | None, out_dir: Path,
+def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt: COCO | None, files: ResultFiles,
                    device: torch.device, batch_size: int = 2, workers: int = 0, progress: bool = True,
                    desc: str = "evaluate") -> dict[str, Any] | None:
     """Predict the validation set once into `pass_evaluators`; returns metrics.json's evaluation part.
@@ -51,12 +49,12 @@ def evaluate_model(model: torch.nn.Module, val_set: data.CocoDetection, coco_gt:
     comm.broadcast_state(checkpoint.unwrap(model))
     loader = data.build_eval_loader(val_set, batch_size=batch_size, workers=workers, rank=comm.rank(),
                                     world=comm.world_size())
-    results = inference_on_dataset(model, loader, Evaluators(pass_evaluators(val_set, coco_gt, out_dir)), device,
+    results = inference_on_dataset(model, loader, Evaluators(pass_evaluators(val_set, coco_gt, files)), device,
                                    progress=progress and comm.is_main(), desc=desc)
     if results is None:
         return None
     scores = results.pop(BOX_SCORES)
-    write_json(out_dir / ANALYSIS_FILE, results)
+    write_json(files.analysis, results)
     return {**scores, "eval_seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -74,36 +72,39 @@ def reevaluate(run_dir: Path, out: Path | None, val_ann: str | None, val_images:
     """Evaluate every finished checkpoint of `run_dir` into a new run folder and render its report."""
     if (val_ann is None) != (val_images is None):
         raise UsageError("--val-ann and --val-images go together")
-    cfg = configure.build(file=run_dir / "config.yaml")
+    saved = settings.load_run_config(run_dir)
+    source_layout, cfg = saved.layout, saved.config
     device = check_device(device_name)
     if val_ann is not None:
-        cfg.data.val_ann, cfg.data.val_images = str(val_ann), str(val_images)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_ann=str(val_ann),
+                                                                val_images=str(val_images)))
     source = data.make_synthetic(cfg.profile.synthetic, cfg.cache_dir) if cfg.data.synthetic else cfg.data
     split = data.load_split(val_ann or source.val_ann, val_images or source.val_images, None, strict=False,
                             keep_data=True)
-    found = [(seed, name, run_dir / f"seed{seed}" / name) for seed in cfg.profile.seeds for name in cfg.backbones
-             if (run_dir / f"seed{seed}" / name / checkpoint.CHECKPOINT_FILE).is_file()]
+    found = [(seed, name, source_layout.result(name, seed)) for seed in cfg.profile.seeds for name in cfg.backbones
+             if source_layout.result(name, seed).checkpoint.is_file()]
     if not found:
         raise UsageError(f"{run_dir} has no checkpoint to evaluate")
     out = fresh_dir(out, f"{run_dir.name}-evaluated")
-    write_text(out / "config.yaml", configure.to_yaml(cfg))
+    layout = RunLayout(out)
+    write_text(layout.config, settings.to_yaml(cfg))
     val_set = data.CocoDetection(split.index, split.image_dir, split.ann_path, train=False)
     coco_gt = data.ground_truth(split.data)
-    for seed, name, folder in found:
-        state = checkpoint.load(folder / checkpoint.CHECKPOINT_FILE)
+    for seed, name, source in found:
+        state = checkpoint.load(source.checkpoint)
         model = trained_detector(cfg, name, val_set.num_classes, state).to(device)
-        target = out / f"seed{seed}" / name
-        target.mkdir(parents=True)
+        target = layout.result(name, seed)
+        target.folder.mkdir(parents=True)
         scores = evaluate_model(model, val_set, coco_gt, target, device, progress=progress,
                                 desc=f"evaluate {name} seed {seed}")
-        trained = read_json(folder / "metrics.json").get("train") if (folder / "metrics.json").is_file() else None
-        write_json(target / "metrics.json", {"backbone": name, "seed": seed, **scores,
+        trained = read_json(source.metrics).get("train") if source.metrics.is_file() else None
+        write_json(target.metrics, {"backbone": name, "seed": seed, **scores,
                                              "train": trained or {"iterations": state["iteration"], "seconds": None,
                                                                   "images_per_s": None, "final_loss": None}})
-        if (folder / "loss.csv").is_file():
-            shutil.copy2(folder / "loss.csv", target / "loss.csv")
-    for file in COPIED:
-        if (run_dir / file).is_file():
-            shutil.copy2(run_dir / file, out / file)
-    write_json(out / "sources.json", [{"path": str(run_dir), "evaluated_on": str(split.ann_path)}])
+        if source.loss.is_file():
+            shutil.copy2(source.loss, target.loss)
+    for kept, copy in zip(source_layout.measured(), layout.measured(), strict=True):
+        if kept.is_file():
+            shutil.copy2(kept, copy)
+    write_json(layout.sources, [{"path": str(run_dir), "evaluated_on": str(split.ann_path)}])
     return report.write_report(out)

@@ -28,10 +28,11 @@ from torchvision.models.detection import FasterRCNN
 from backbones import create_backbone, create_model
 
 from ..cli import check_backbones
-from ..config import MeasureConfig, Profile, TrainConfig
 from ..detector import build_detector
 from ..files import write_csv, write_json
+from ..layout import RunLayout
 from ..progress import progress as progress_bar
+from ..settings import MeasureConfig, Profile, TrainConfig
 from ..train import AUTOCAST_DTYPES, build_optimizer, resolve_precision, train_step
 from .compiled import compiled_timing
 from .compute import (
@@ -353,11 +354,11 @@ def measure(
     check_backbones(backbones)
     if world_size < 1 or profile.train.batch_size % world_size:
         raise ValueError(f"batch size {profile.train.batch_size} does not split over {world_size} processes")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    layout = RunLayout(Path(out_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
     with pinned_threads(profile.measure.threads):
         environment = collect_environment(device)
-    write_json(out_dir / "environment.json", environment)
+    write_json(layout.environment, environment)
 
     rows: list[Row] = []
     breakdown: list[Row] = []
@@ -370,8 +371,8 @@ def measure(
             )
             rows += backbone_rows
             breakdown += backbone_breakdown
-            write_csv(out_dir / "measurements.csv", measurements_frame(rows))
-            write_csv(out_dir / "flops_by_module.csv", to_frame(ModuleRow, breakdown))
+            write_csv(layout.measurements, measurements_frame(rows))
+            write_csv(layout.flops_by_module, to_frame(ModuleRow, breakdown))
     return measurements_frame(rows)
 
 

@@ -18,8 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models.detection import FasterRCNN
 
-from ..config import DetectorConfig, Profile
 from ..detector import build_detector
+from ..settings import DetectorConfig, Profile
 
 # Module depth kept in flops_by_module.csv: the backbone's stages in each model.
 BREAKDOWN_DEPTH = {"classifier": 1, "detector": 3}

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..config import MeasureConfig
+from ..settings import MeasureConfig
 from .precision import precision
 
 # torch.utils.benchmark imports torch.utils.cpp_extension, which says "No CUDA runtime is

@@ -31,16 +31,16 @@ from ..cli import (
     fresh_dir,
     split_list,
 )
-from ..configure import first_difference
 from ..errors import UsageError
 from ..files import set_status, write_json, write_text
+from ..layout import PretrainLayout
 from ..measure.compute import count_flops, count_params
+from ..settings import first_difference
 from ..train import StopRequest, TrainingStopped
 from . import data, loop
 from .config import PROFILES, PretrainConfig, build, to_dict, to_yaml
-from .provenance import CLASSIFICATION_FILE, export_weights
+from .provenance import export_weights
 
-CONFIG_FILE, SUMS_FILE = "config.yaml", "sha256sums.txt"
 GMACS_SIZE = 224  # the paper's (and timm's) resolution for a classifier's compute
 
 
@@ -68,7 +68,7 @@ def config_from_args(args) -> PretrainConfig:
     if args.resume:
         if args.config or args.set or args.profile or args.backbones or args.data:
             raise UsageError("--resume continues the run as its config.yaml says; give no settings with it")
-        return build(file=Path(args.resume) / CONFIG_FILE)
+        return build(file=PretrainLayout(Path(args.resume)).config)
     options: dict[str, Any] = {}
     if args.backbones is not None:
         options["backbones"] = split_list(args.backbones)
@@ -124,11 +124,11 @@ def prepare(args, cfg: PretrainConfig) -> tuple[Path, str]:
 
 def check_resume(cfg: PretrainConfig, run_dir: Path) -> None:
     """Refuse a run folder whose config.yaml changed since one of its checkpoints was saved."""
-    for path in sorted(run_dir.glob("*/checkpoint.pth")):
+    for path in PretrainLayout(run_dir).checkpoints():
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("config")
         changed = first_difference(saved, to_dict(cfg))
         if changed:
-            raise UsageError(f"{run_dir / CONFIG_FILE}: setting {changed} changed since {path} was saved")
+            raise UsageError(f"{PretrainLayout(run_dir).config}: setting {changed} changed since {path} was saved")
 
 
 def classification_entry(name: str, trained: loop.Trained, description: str, classes: list[str],
@@ -137,7 +137,7 @@ def classification_entry(name: str, trained: loop.Trained, description: str, cla
     model = trained.model.cpu().eval()
     final = trained.history[-1]
     flops = count_flops(model, torch.zeros(1, 3, GMACS_SIZE, GMACS_SIZE))
-    weights = run_dir / f"{name}.safetensors"
+    weights = PretrainLayout(run_dir).weights(name)
     return {
         "backbone": name, "data": description, "classes": classes,
         "top1_err": final["top1_err"], "topk_err": final["topk_err"], "k": min(5, len(classes)),
@@ -161,34 +161,34 @@ def run(args, cfg: PretrainConfig, stop: StopRequest) -> Path:
             check_resume(cfg, run_dir)
         elif rank == 0:
             run_dir = fresh_dir(args.out, f"pretrain-{cfg.profile.name}-{'-'.join(cfg.backbones)}")
-            write_text(run_dir / CONFIG_FILE, to_yaml(cfg))
+            write_text(PretrainLayout(run_dir).config, to_yaml(cfg))
         else:
             run_dir = Path(args.out)
-        status = (lambda *a, **k: set_status(run_dir, *a, **k)) if rank == 0 else (lambda *a, **k: None)
+        layout = PretrainLayout(run_dir)
+        status = (lambda *a, **k: set_status(layout.status, *a, **k)) if rank == 0 else (lambda *a, **k: None)
         status("running")
         train_images, val_images = data.datasets(root)
         train_transform, eval_transform = data.transforms(cfg.profile.input)
         sets = (data.SeededSamples(train_images, train_transform, cfg.profile.seed),
                 data.SeededSamples(val_images, eval_transform, cfg.profile.seed))
         classes = list(train_images.reader.class_to_idx)
-        record_path = run_dir / CLASSIFICATION_FILE
+        record_path = layout.classification
         records = json.loads(record_path.read_text()) if record_path.is_file() else {}
         try:
             for name in cfg.backbones:
                 if name in records:
                     continue
                 stop.check(f"pretraining {name}")
-                out_dir = run_dir / name
                 if rank == 0:  # the only process that writes
-                    out_dir.mkdir(exist_ok=True)
-                trained = loop.train_backbone(name, cfg, sets, out_dir, device, wrap, rank, world, stop,
+                    layout.backbone_dir(name).mkdir(exist_ok=True)
+                trained = loop.train_backbone(name, cfg, sets, layout, device, wrap, rank, world, stop,
                                               resume=bool(args.resume), stop_after=args.stop_after,
                                               show=not args.no_progress)
                 if rank == 0:
                     records[name] = classification_entry(name, trained, description, classes, run_dir,
                                                          cfg.profile.recipe.ema_decay > 0)
                     write_json(record_path, records)
-                    write_text(run_dir / SUMS_FILE, "".join(f"{r['weights_sha256']}  {r['weights_file']}\n"
+                    write_text(layout.sha256sums, "".join(f"{r['weights_sha256']}  {r['weights_file']}\n"
                                                            for r in records.values()))
                     print(f"{name}: top-1 error {records[name]['top1_err']:.1f}% on {description}, "
                           f"{records[name]['train_seconds'] / 60:.1f} min; weights {run_dir / records[name]['weights_file']}",

@@ -16,9 +16,9 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .. import configure
-from ..config import rule
+from .. import settings
 from ..errors import ConfigError
+from ..settings import rule
 
 
 @dataclass
@@ -134,12 +134,12 @@ def build(profile: str | None = None, file: str | Path | None = None, options: d
           overrides: Sequence[str] = ()) -> PretrainConfig:
     """Profile defaults, then a config file, then command-line options, then `--set key=value`: type- and
     range-checked, a mistake is one ConfigError naming the setting."""
-    raw = configure.read_yaml(file) if file is not None else {}
+    raw = settings.read_yaml(file) if file is not None else {}
     named = raw.get("profile", {}).get("name") if isinstance(raw.get("profile"), dict) else None
     name = profile or named or "imagenet"
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    dotlist = configure.checked_overrides(overrides, SECTIONS, example="recipe.epochs=3")
+    dotlist = settings.checked_overrides(overrides, SECTIONS, example="recipe.epochs=3")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(PretrainConfig(profile=PROFILES[name]())), raw)
         for key, value in (options or {}).items():
@@ -147,8 +147,8 @@ def build(profile: str | None = None, file: str | Path | None = None, options: d
         cfg = OmegaConf.to_object(OmegaConf.merge(merged, OmegaConf.from_dotlist(dotlist)))
     except OmegaConfBaseException as err:
         where = f"{file}: " if file is not None and not overrides else ("--set " if overrides else "")
-        raise ConfigError(f"{where}{configure.one_line(err)}") from None
-    configure.validate(cfg)
+        raise ConfigError(f"{where}{settings.one_line(err)}") from None
+    settings.validate(cfg)
     if len(set(cfg.backbones)) != len(cfg.backbones) or not cfg.backbones:
         raise ConfigError(f"backbones must be distinct and at least one, got {cfg.backbones}")
     return cfg

@@ -26,10 +26,10 @@ from PIL import Image
 from timm.data import ImageDataset, create_transform
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import SyntheticConfig
 from ..data import PairedBatchSampler, SampleKey, make_synthetic
 from ..errors import DataError
 from ..files import publish_dir
+from ..settings import SyntheticConfig
 from .config import GeneratedSetConfig, InputConfig
 
 SPLITS = ("train", "val")

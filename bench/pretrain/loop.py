@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -29,12 +28,12 @@ from torch.utils.data import DataLoader
 from .. import checkpoint, comm
 from ..errors import DataError, UsageError
 from ..files import write_csv
+from ..layout import PretrainLayout
 from ..progress import progress as progress_bar
 from ..train import StopRequest, TrainingDiverged, TrainingStopped
 from . import data
 from .config import PretrainConfig, RecipeConfig, to_dict
 
-EPOCHS_FILE = "epochs.csv"
 EVAL_BATCH = 64
 
 
@@ -73,9 +72,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, k: int 
 
 
 def train_backbone(name: str, cfg: PretrainConfig, sets: tuple[data.SeededSamples, data.SeededSamples],
-                   out_dir: Path, device: torch.device, wrap: Callable[[nn.Module], nn.Module], rank: int,
+                   layout: PretrainLayout, device: torch.device, wrap: Callable[[nn.Module], nn.Module], rank: int,
                    world: int, stop: StopRequest, resume: bool, stop_after: int = 0, show: bool = True) -> Trained:
-    """Train `name` as the profile says into `out_dir` (checkpoint, epochs.csv); resume from its checkpoint."""
+    """Train `name` as the profile says into its folder of `layout` (checkpoint, epochs.csv); resume from its
+    checkpoint."""
     recipe, train_set, val_set = cfg.profile.recipe, *sets
     num_classes = len(train_set.images.reader.class_to_idx)
     per_epoch = len(train_set) // recipe.batch_size
@@ -100,7 +100,7 @@ def train_backbone(name: str, cfg: PretrainConfig, sets: tuple[data.SeededSample
     loss_fn = criterion(recipe, mixing)
     scaler = torch.amp.GradScaler(enabled=False)  # bf16 needs none; kept for bench.checkpoint's format
     step, history, running, seconds = 0, [], [0.0, 0], 0.0
-    path = out_dir / checkpoint.CHECKPOINT_FILE
+    path = layout.checkpoint(name)
     if resume and path.is_file():
         state = checkpoint.load(path)
         step = checkpoint.restore(state, trained, optimizer, scheduler, scaler)
@@ -148,7 +148,7 @@ def train_backbone(name: str, cfg: PretrainConfig, sets: tuple[data.SeededSample
                     history.append(_epoch_row(step // per_epoch, step, optimizer, running, seconds,
                                               evaluate(ema.module if ema else model, val_loader, device,
                                                        min(5, num_classes))))
-                    write_csv(out_dir / EPOCHS_FILE, pd.DataFrame(history))
+                    write_csv(layout.epochs(name), pd.DataFrame(history))
                 trained.train()
                 running = [0.0, 0]
                 scheduler.step(step // per_epoch)

@@ -16,8 +16,7 @@ from safetensors.torch import save
 from torch import nn
 
 from ..files import sha256, write_bytes
-
-CLASSIFICATION_FILE = "classification.json"
+from ..layout import PretrainLayout
 
 
 def export_weights(model: nn.Module, path: Path) -> str:
@@ -32,7 +31,7 @@ def export_weights(model: nn.Module, path: Path) -> str:
 def read_provenance(weights_file: Path, backbone: str) -> dict[str, Any] | None:
     """The pretraining run that made `weights_file` (`BackboneAudit`'s pretrain_* fields), if its folder is one
     and the file is unchanged since."""
-    record = weights_file.parent / CLASSIFICATION_FILE
+    record = PretrainLayout(weights_file.parent).classification
     if not record.is_file():
         return None
     try:

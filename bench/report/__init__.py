@@ -17,6 +17,7 @@ from typing import Any
 
 from matplotlib.figure import Figure as MplFigure
 
+from ..layout import RunLayout
 from . import accuracy, cost, mechanism, paper_tables, plots, pretraining
 from .describe import caveat, data_warnings, describe_run, like_for_like_sentence, verdicts
 from .load import Run, load_paper, load_run, missing_inputs
@@ -60,7 +61,7 @@ PLOTS = (
              "a backbone's analysis.json"),
     PlotSpec("receptive_field", mechanism.plot_receptive_field,
              "Stride and receptive field per FPN input stage: DetNet keeps stride 16 while its receptive field grows.",
-             "receptive_field.csv"),
+             RunLayout(Path()).receptive_field.name),
     PlotSpec("ap_vs_iteration", mechanism.plot_ap_vs_iteration,
              "Validation AP during training, measured every `train.eval_every` iterations.",
              "eval.csv (run with --set train.eval_every=N)"),
@@ -88,7 +89,7 @@ def build_plots(run: Run) -> dict[str, Figure]:
 def context(run: Run, tables: dict[str, Table], figures: dict[str, Figure]) -> dict[str, Any]:
     """What the templates fill in: the run's sentences, its tables and its figures."""
     return {
-        "title": f"detbench report: {' vs '.join(run.backbones)} ({run.config['profile']['name']} profile)",
+        "title": f"detbench report: {' vs '.join(run.backbones)} ({run.config.profile.name} profile)",
         "intro": ("Faster R-CNN + FPN (torchvision) with each backbone under the same data, detector settings, "
                   "schedule, batches and augmentation draws within each seed; rendered from the run folder's files "
                   "by `python -m bench.report`."),
@@ -106,7 +107,7 @@ def write_report(run_dir: str | Path | Run) -> Path:
     run = run_dir if isinstance(run_dir, Run) else load_run(run_dir)
     tables = build_tables(run)
     figures = build_plots(run)
-    return write_outputs(run.path, context(run, tables, figures), tables, figures)
+    return write_outputs(run.layout, context(run, tables, figures), tables, figures)
 
 
 def summary(run_dir: str | Path | Run) -> str:

@@ -196,21 +196,21 @@ def training_table(run: Run) -> Table | None:
 
 def fairness_table(run: Run) -> Table | None:
     """What each backbone started from and how it was trained: the audit recorded in config.yaml."""
-    audit = run.config.get("audit")
+    audit = run.config.audit
     if not audit:
         return None
-    decay = run.config["profile"]["train"]
+    decay = run.config.profile.train
     rows = [{
         "backbone": name,
-        "weights": entry["weights_file"] or "none (from scratch)",
-        "weights sha256": (entry["weights_sha256"] or MISSING)[:16],
-        "norm": entry["norm"], "stem frozen": "yes" if entry["frozen_stem"] else "no",
-        "tensors with weight decay": entry["decayed_tensors"],
-        "norm/bias tensors": entry["undecayed_tensors"], "frozen tensors": entry["frozen_tensors"],
+        "weights": entry.weights_file or "none (from scratch)",
+        "weights sha256": (entry.weights_sha256 or MISSING)[:16],
+        "norm": entry.norm, "stem frozen": "yes" if entry.frozen_stem else "no",
+        "tensors with weight decay": entry.decayed_tensors,
+        "norm/bias tensors": entry.undecayed_tensors, "frozen tensors": entry.frozen_tensors,
     } for name, entry in audit.items()]
     return Table(
         "fairness", "Fairness audit: weights, normalisation, weight decay", pd.DataFrame(rows),
-        note=(f"Weight decay {decay['weight_decay']:g} on weights, {decay.get('norm_bias_weight_decay', 0):g} on "
+        note=(f"Weight decay {decay.weight_decay:g} on weights, {decay.norm_bias_weight_decay:g} on "
               "norm weights and biases (1-D parameters and biases, timm's rule). sha256: first 16 hex digits of "
               "the weights file. norm: batch = BatchNorm trained, frozen = statistics and affine fixed (paper "
               "Table 1)."),

@@ -30,7 +30,7 @@ def measured(frame: pd.DataFrame, column: str, **where: Any) -> float:
 
 def headline_device(run: Run) -> str:
     """The run's own device type: latency is measured on the CPU always, on the GPU too when the run used one."""
-    return str(run.config["device"]).split(":")[0]
+    return str(run.config.device).split(":")[0]
 
 
 def measured_device(run: Run) -> str:
@@ -38,7 +38,7 @@ def measured_device(run: Run) -> str:
     m = run.measurements
     rows = m[m["device"] == headline_device(run)] if m is not None and "device" in m else None
     names = rows["device_name"].dropna() if rows is not None and "device_name" in rows else ()
-    return str(names.iloc[0]) if len(names) else str(run.config["device"])
+    return str(names.iloc[0]) if len(names) else str(run.config.device)
 
 
 def headline_latency(run: Run, backbone: str, target: str) -> tuple[float, float]:
@@ -63,9 +63,9 @@ def cost_table(run: Run) -> Table | None:
     """Size and compute per backbone, with the paper's FLOPs as ratios to ResNet-50 (comparable across counts)."""
     if run.measurements is None:
         return None
-    m, sizes = run.measurements, run.config["profile"]["measure"]
-    gmacs_cls = f"GMACs (multiply-adds) classifier @{sizes['classification_size']}"
-    gmacs_det = f"GMACs (multiply-adds) detector @{sizes['detection_size']}"
+    m, sizes = run.measurements, run.config.profile.measure
+    gmacs_cls = f"GMACs (multiply-adds) classifier @{sizes.classification_size}"
+    gmacs_det = f"GMACs (multiply-adds) detector @{sizes.detection_size}"
     ratio = "classifier compute relative to resnet50 (×)"
     params = {target: f"params {target} (M)" for target in ("classifier", "backbone", "detector")}
     frame = pd.DataFrame({
@@ -85,8 +85,8 @@ def cost_table(run: Run) -> Table | None:
         note=(
             f"Params in millions. GMACs = 10⁹ multiply-adds per image, one multiply-add counted once (as "
             f"torchvision's 'GFLOPS' and timm count): the classifier with its ImageNet head at "
-            f"{sizes['classification_size']} px, the detector at {sizes['detection_size']} px with "
-            f"{sizes['num_proposals']} proposals per image{_uncounted_note(m)}. Paper rows: the "
+            f"{sizes.classification_size} px, the detector at {sizes.detection_size} px with "
+            f"{sizes.num_proposals} proposals per image{_uncounted_note(m)}. Paper rows: the "
             f"paper's FLOPs (Table 1) are an older count (ResNet-50 = 3.8G, against 4.09 GMACs counted as here), "
             f"so compare the ratio to resnet50, not the value."
         ),
@@ -158,7 +158,7 @@ def _step_batch(run: Run) -> str:
     per_gpu = measured(run.measurements, "batch_size", target="train_step")
     total = measured(run.measurements, "global_batch_size", target="train_step")
     if np.isnan(per_gpu):
-        return f"batch {run.config['profile']['train']['batch_size']}"
+        return f"batch {run.config.profile.train.batch_size}"
     if np.isnan(total) or total == per_gpu:
         return f"batch {per_gpu:.0f}"
     return f"batch {per_gpu:.0f} of a global {total:.0f}"

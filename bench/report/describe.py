@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ..settings import RunConfig
 from ..significance import LEVEL, POWER, PRIMARY, Comparison
 from .accuracy import like_for_like
 from .cost import measured_device
@@ -12,17 +13,17 @@ from .intervals import intervals
 from .load import Run, load_paper
 
 
-def describe_data(config: dict[str, Any]) -> str:
-    data = config["data"]
-    if data["train_ann"] is None:
-        s = config["profile"]["synthetic"]
-        return f"embedded synthetic set ({s['num_train']} train / {s['num_val']} val images, {s['image_size']} px)"
-    return f"train {data['train_ann']} ({data['train_images']}), val {data['val_ann']} ({data['val_images']})"
+def describe_data(config: RunConfig) -> str:
+    data = config.data
+    if data.train_ann is None:
+        s = config.profile.synthetic
+        return f"embedded synthetic set ({s.num_train} train / {s.num_val} val images, {s.image_size} px)"
+    return f"train {data.train_ann} ({data.train_images}), val {data.val_ann} ({data.val_images})"
 
 
 def _describe_device(run: Run) -> str:
     env = run.environment or {}
-    device, name = str(run.config["device"]), env.get("device_name") or measured_device(run)
+    device, name = str(run.config.device), env.get("device_name") or measured_device(run)
     details = [name] if name != device else []
     details += [f"{env['torch_threads']} torch threads"] if env.get("torch_threads") else []
     return device + (f" ({', '.join(details)})" if details else "")
@@ -33,26 +34,27 @@ def _describe_software(env: dict[str, Any]) -> str:
     return f"Software: {versions}; git commit {env.get('git_commit') or 'unknown'}"
 
 
-def _describe_training(train: dict[str, Any]) -> str:
-    extras = [f"{train['precision']} precision" if "precision" in train else "",
-              "channels-last" if train.get("channels_last") else ""]
+def _describe_training(run: Run) -> str:
+    train = run.config.profile.train
+    extras = [f"{train.precision} precision" if run.saved.recorded("profile.train.precision") else "",
+              "channels-last" if train.channels_last else ""]
     extra = "; ".join(e for e in extras if e)
-    return (f"{train['iterations']} iterations at batch {train['batch_size']} (base lr {train['base_lr']:g} at batch "
-            f"{train['base_batch']}, scaled linearly{'; ' + extra if extra else ''})")
+    return (f"{train.iterations} iterations at batch {train.batch_size} (base lr {train.base_lr:g} at batch "
+            f"{train.base_batch}, scaled linearly{'; ' + extra if extra else ''})")
 
 
 def describe_run(run: Run) -> list[str]:
     """What was run, one line per aspect, from config.yaml and environment.json."""
-    cfg, profile = run.config, run.config["profile"]
-    det = profile["detector"]
-    weights = (f"ImageNet weights from `{cfg['pretrained_dir']}`" if run.pretrained
+    cfg, profile = run.config, run.config.profile
+    det = profile.detector
+    weights = (f"ImageNet weights from `{cfg.pretrained_dir}`" if run.pretrained
                else "trained from scratch (no ImageNet weights)")
     seeds = ", ".join(map(str, run.seeds))
     lines = [
-        f"Profile: {profile['name']}: {_describe_training(profile['train'])}, detector input: short side "
-        f"{det['min_size']} px, long side at most {det['max_size']} px",
-        f"Detector geometry: anchors {', '.join(map(str, det['anchor_sizes']))} px on P2-P6; RoIs pooled from "
-        f"P2-P5 by k = floor(4 + log2(sqrt(wh) / {det['roi_canonical_scale']:g}))",
+        f"Profile: {profile.name}: {_describe_training(run)}, detector input: short side "
+        f"{det.min_size} px, long side at most {det.max_size} px",
+        f"Detector geometry: anchors {', '.join(map(str, det.anchor_sizes))} px on P2-P6; RoIs pooled from "
+        f"P2-P5 by k = floor(4 + log2(sqrt(wh) / {det.roi_canonical_scale:g}))",
         f"Data: {describe_data(cfg)}",
         f"Backbones: {', '.join(run.backbones)}; {weights}",
         f"Training seed{'s' if len(run.seeds) > 1 else ''}: {seeds}; device: {_describe_device(run)}",
@@ -78,12 +80,12 @@ def like_for_like_sentence(run: Run) -> str:
 
 
 def caveat(run: Run) -> str:
-    train, det = run.config["profile"]["train"], run.config["profile"]["detector"]
+    train, det = run.config.profile.train, run.config.profile.detector
     return (
         "The paper's numbers come from COCO (80 categories, short side 800 px, 180k iterations at batch 16) "
         "with ImageNet-pretrained backbones (Table 1) or from scratch (Table 2). "
-        f"This run: {describe_data(run.config)}, {train['iterations']} iterations at batch {train['batch_size']}, "
-        f"{det['min_size']} px input. So only the direction and pattern of the differences can be compared "
+        f"This run: {describe_data(run.config)}, {train.iterations} iterations at batch {train.batch_size}, "
+        f"{det.min_size} px input. So only the direction and pattern of the differences can be compared "
         "(for instance, whether DetNet-59 gains most on large objects at high IoU and in small-object recall), "
         "not absolute AP."
     )

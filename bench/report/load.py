@@ -1,8 +1,9 @@
 """A run folder's files -> `Run`: everything a report shows, and nothing it would have to recompute.
 
-A run trains every backbone once per seed into `seed<k>/<backbone>/`; folders written before
-seeds existed (`<backbone>/` and `seed: N` in config.yaml) are read too. A backbone-seed that
-diverged, or never finished, is simply absent from `metrics`, and `missing_inputs` says so.
+The settings come back typed through `bench.settings.load_run_config`, whatever version of
+config.yaml the run wrote, and the files are found where that version put them (`bench.layout`).
+A backbone-seed that diverged, or never finished, is simply absent from `metrics`, and
+`missing_inputs` says so.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import pandas as pd
 import yaml
 
 from ..errors import ReportError
+from ..layout import RunLayout
+from ..settings import RunConfig, SavedRun, load_run_config
 
 Key = tuple[str, int]  # (backbone, seed)
 
@@ -26,8 +29,7 @@ Key = tuple[str, int]  # (backbone, seed)
 class Run:
     """Everything a report shows, read from one run folder; absent keys mark what is missing."""
 
-    path: Path
-    config: dict[str, Any]
+    saved: SavedRun  # config.yaml's settings, the folder's layout, the version they were written in
     metrics: dict[Key, dict[str, Any]]  # finished backbone-seeds: metrics.json
     losses: dict[Key, pd.DataFrame]  # loss.csv
     evaluations: dict[Key, Path]  # evaluation.npz: per-image matches, for the bootstrap
@@ -44,12 +46,24 @@ class Run:
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # what tables and plots share (intervals)
 
     @property
+    def path(self) -> Path:
+        return self.saved.layout.root
+
+    @property
+    def config(self) -> RunConfig:
+        return self.saved.config
+
+    @property
+    def layout(self) -> RunLayout:
+        return self.saved.layout
+
+    @property
     def backbones(self) -> list[str]:
-        return list(self.config["backbones"])
+        return list(self.config.backbones)
 
     @property
     def seeds(self) -> list[int]:
-        return seeds_of(self.config)
+        return list(self.config.profile.seeds)
 
     @property
     def finished(self) -> list[str]:
@@ -63,34 +77,7 @@ class Run:
 
     @property
     def pretrained(self) -> bool:
-        return self.config.get("pretrained_dir") is not None
-
-
-def seeds_of(config: dict[str, Any]) -> list[int]:
-    """The run's training seeds; a folder from before seeds existed has one `seed`."""
-    return list(config["profile"]["seeds"]) if _has_seeds(config) else [int(config.get("seed", 0))]
-
-
-def _has_seeds(config: dict[str, Any]) -> bool:
-    return "seeds" in config["profile"]
-
-
-def result_dir(run_dir: Path, config: dict[str, Any], backbone: str, seed: int) -> Path:
-    return run_dir / f"seed{seed}" / backbone if _has_seeds(config) else run_dir / backbone
-
-
-def load_config(run_dir: Path) -> dict[str, Any]:
-    """config.yaml is what makes a folder a run folder."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise ReportError(f"{run_dir} is not a run folder (no config.yaml)")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ReportError(f"{path}: invalid YAML ({' '.join(str(err).split())})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("backbones"), list) or "profile" not in config:
-        raise ReportError(f"{path} is not a detbench run configuration")
-    return config
+        return self.config.pretrained
 
 
 def load_json(path: Path) -> Any:
@@ -115,32 +102,31 @@ def load_csv(path: Path) -> pd.DataFrame | None:
 
 def load_run(run_dir: str | Path) -> Run:
     """Read every input of a report; raise ReportError if `run_dir` is not a run folder."""
-    path = Path(run_dir)
-    config = load_config(path)
-    keys = [(name, seed) for seed in seeds_of(config) for name in config["backbones"]]
-    folders = {key: result_dir(path, config, *key) for key in keys}
-    metrics = {key: load_json(folder / "metrics.json") for key, folder in folders.items()}
-    losses = {key: load_csv(folder / "loss.csv") for key, folder in folders.items()}
-    diverged = {key: load_json(folder / "diverged.json") for key, folder in folders.items()}
-    analyses = {key: load_json(folder / "analysis.json") for key, folder in folders.items()}
-    evals = {key: load_csv(folder / "eval.csv") for key, folder in folders.items()}
+    saved = load_run_config(Path(run_dir))
+    layout, config = saved.layout, saved.config
+    keys = [(name, seed) for seed in config.profile.seeds for name in config.backbones]
+    folders = {key: layout.result(*key) for key in keys}
+    metrics = {key: load_json(files.metrics) for key, files in folders.items()}
+    losses = {key: load_csv(files.loss) for key, files in folders.items()}
+    diverged = {key: load_json(files.diverged) for key, files in folders.items()}
+    analyses = {key: load_json(files.analysis) for key, files in folders.items()}
+    evals = {key: load_csv(files.eval) for key, files in folders.items()}
     return Run(
-        path=path,
-        config=config,
+        saved=saved,
         metrics={key: m for key, m in metrics.items() if m is not None},
         losses={key: frame for key, frame in losses.items() if frame is not None},
-        evaluations={key: folder / "evaluation.npz" for key, folder in folders.items()
-                     if (folder / "evaluation.npz").is_file() and metrics[key] is not None},
+        evaluations={key: files.evaluation for key, files in folders.items()
+                     if files.evaluation.is_file() and metrics[key] is not None},
         diverged={key: d["reason"] for key, d in diverged.items() if d is not None},
         analyses={key: a for key, a in analyses.items() if a is not None and key in metrics and metrics[key]},
         evals={key: frame for key, frame in evals.items() if frame is not None and not frame.empty},
-        receptive_field=load_csv(path / "receptive_field.csv"),
-        measurements=load_csv(path / "measurements.csv"),
-        flops=load_csv(path / "flops_by_module.csv"),
-        environment=load_json(path / "environment.json"),
-        status=load_json(path / "status.json"),
-        data_report=load_json(path / "data_report.json"),
-        sources=load_json(path / "sources.json") or [],
+        receptive_field=load_csv(layout.receptive_field),
+        measurements=load_csv(layout.measurements),
+        flops=load_csv(layout.flops_by_module),
+        environment=load_json(layout.environment),
+        status=load_json(layout.status),
+        data_report=load_json(layout.data_report),
+        sources=load_json(layout.sources) or [],
     )
 
 
@@ -152,15 +138,16 @@ def load_paper() -> dict[str, Any]:
 
 def missing_inputs(run: Run) -> list[str]:
     """What this run folder lacks, each with what the report cannot show because of it."""
-    missing = [f"`seed{seed}/{name}`: diverged ({reason}); left out of every table"
+    named = run.layout.relative()
+    missing = [f"`{named.result(name, seed).folder}`: diverged ({reason}); left out of every table"
                for (name, seed), reason in run.diverged.items()]
     missing += [
-        f"`{result_dir(Path(), run.config, name, seed)}/metrics.json`: {name} (seed {seed}) did not finish "
+        f"`{named.result(name, seed).metrics}`: {name} (seed {seed}) did not finish "
         "training and evaluation; it is left out of every table"
         for seed in run.seeds for name in run.backbones
         if (name, seed) not in run.metrics and (name, seed) not in run.diverged
     ]
-    missing += [f"`{result_dir(Path(), run.config, *key)}/loss.csv`: no loss curve for {key[0]} (seed {key[1]})"
+    missing += [f"`{named.result(*key).loss}`: no loss curve for {key[0]} (seed {key[1]})"
                 for key in run.metrics if key not in run.losses]
     if run.measurements is None:
         missing.append(

@@ -82,12 +82,12 @@ def roi_levels_table(run: Run) -> Table | None:
     if rows is None:
         return None
     shares = _order(rows, run).groupby(["backbone", "level"], observed=True)["share"].mean().mul(100).unstack("level")
-    det = run.config["profile"]["detector"]
+    det = run.config.profile.detector
     return Table(
         "roi_levels", "Which pyramid level the box head pools each RoI from (% of RoIs, validation set)",
         shares.rename(columns=lambda level: f"{level} (%)").reset_index().astype({"backbone": str}),
-        note=(f"Evaluation-time RoIs (the RPN's top {det['rpn_post_nms_top_n_test']} per image) mapped to P2-P5 by "
-              f"k = floor(4 + log2(sqrt(wh) / {det['roi_canonical_scale']:g})), the rule the detector pools with; "
+        note=(f"Evaluation-time RoIs (the RPN's top {det.rpn_post_nms_top_n_test} per image) mapped to P2-P5 by "
+              f"k = floor(4 + log2(sqrt(wh) / {det.roi_canonical_scale:g})), the rule the detector pools with; "
               "mean over seeds. DetNet's P4 and P5 are both at stride 16, ResNet's P5 at stride 32: a large share "
               "at P5 is where the two differ most."),
     )

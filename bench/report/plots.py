@@ -168,7 +168,7 @@ def plot_ap_vs_latency(run: Run) -> Figure | None:
 def plot_ap_vs_gmacs(run: Run) -> Figure | None:
     if run.measurements is None:
         return None
-    size = run.config["profile"]["measure"]["detection_size"]
+    size = run.config.profile.measure.detection_size
     gmacs = {name: (measured(run.measurements, "gmacs", backbone=name, target="detector"), 0.0)
              for name in run.backbones}
     return _tradeoff(run, gmacs, f"detector compute at {size} px (GMACs, multiply-adds)", "AP vs detector compute")

@@ -16,17 +16,17 @@ PAPER_COLUMNS = ("ImageNet top-1 err", "FLOPs (paper's count, G)")
 
 
 def pretraining_table(run: Run) -> Table | None:
-    audit = run.config.get("audit") or {}
-    if not any(entry.get("pretrain_run") for entry in audit.values()):
+    audit = run.config.audit
+    if not any(entry.pretrain_run for entry in audit.values()):
         return None
     rows = [{
         "backbone": name,
-        "pretraining data": entry.get("pretrain_data") or MISSING,
-        "top-1 err (%)": entry.get("pretrain_top1_err"),
-        "GMACs at 224": entry.get("pretrain_gmacs_224"),
+        "pretraining data": entry.pretrain_data or MISSING,
+        "top-1 err (%)": entry.pretrain_top1_err,
+        "GMACs at 224": entry.pretrain_gmacs_224,
         "ImageNet top-1 err (paper, %)": None, "FLOPs (paper's count, G)": None,
-        "weights sha256": (entry.get("weights_sha256") or MISSING)[:16],
-        "pretraining run": entry.get("pretrain_run") or "not a bench.pretrain run",
+        "weights sha256": (entry.weights_sha256 or MISSING)[:16],
+        "pretraining run": entry.pretrain_run or "not a bench.pretrain run",
     } for name, entry in audit.items()]
     paper = load_paper()["table1"]
     rows += [{

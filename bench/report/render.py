@@ -17,6 +17,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from ..files import write_bytes, write_text
+from ..layout import RunLayout
 from .table import Table
 
 
@@ -62,17 +63,17 @@ def table_markdown(table: Table) -> str:
     return _environment(False).get_template("markdown.j2").module.table(table).strip() + "\n"
 
 
-def write_outputs(run_dir: Path, context: dict[str, Any], tables: dict[str, Table], figures: dict[str, Figure]) -> Path:
+def write_outputs(layout: RunLayout, context: dict[str, Any], tables: dict[str, Table],
+                  figures: dict[str, Figure]) -> Path:
     """tables/*.csv and *.md, plots/*.png, report.html and report.md (written last: a report.md means done)."""
-    (run_dir / "tables").mkdir(exist_ok=True)
+    layout.tables.mkdir(exist_ok=True)
     for table in tables.values():
-        write_text(run_dir / "tables" / f"{table.name}.csv", table.rounded().to_csv(index=False))
-        write_text(run_dir / "tables" / f"{table.name}.md", table_markdown(table))
-    (run_dir / "plots").mkdir(exist_ok=True)
+        write_text(layout.tables / f"{table.name}.csv", table.rounded().to_csv(index=False))
+        write_text(layout.tables / f"{table.name}.md", table_markdown(table))
+    layout.plots.mkdir(exist_ok=True)
     for figure in figures.values():
         if figure.png is not None:
-            write_bytes(run_dir / "plots" / f"{figure.name}.png", figure.png)
-    write_text(run_dir / "report.html", render(context, html=True))
-    path = run_dir / "report.md"
-    write_text(path, render(context, html=False))
-    return path
+            write_bytes(layout.plots / f"{figure.name}.png", figure.png)
+    write_text(layout.report_html, render(context, html=True))
+    write_text(layout.report_md, render(context, html=False))
+    return layout.report_md

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from backbones import SUPPORTED_BACKBONES, create_backbone
-from bench.config import get_profile
 from bench.measure import infer, inference_detector
 from bench.measure.compute import count_rois
+from bench.settings import get_profile
 
 SIZE = 128
 NUM_PROPOSALS = 50

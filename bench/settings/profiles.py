@@ -1,7 +1,7 @@
 """What a run is: the profile (data, detector, schedule, measurement) as plain dataclasses.
 
 These dataclasses are the single source of truth for every setting: their types and the
-ranges in each field's metadata are what `bench.configure` checks `--set`, `--config` files
+ranges in each field's metadata are what `bench.settings.load` checks `--set`, `--config` files
 and `config.yaml` against. Every stage of the pipeline reads its own section.
 """
 from __future__ import annotations
@@ -9,13 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def rule(**checks: Any) -> dict[str, Any]:
-    """Field metadata for `bench.configure.validate`: min (>=), above (>), max (<=), below (<),
+    """Field metadata for `bench.settings.load.validate`: min (>=), above (>), max (<=), below (<),
     choices, and for tuples nonempty; a tuple's checks apply to each element."""
     return {"checks": checks}
+
+
+# A setting in which runs merged into one report (bench.compare) may differ: which seeds and backbones ran,
+# where, and how cost was measured. Every other setting must agree.
+MAY_DIFFER = {"may_differ": True}
 
 
 @dataclass
@@ -115,11 +120,11 @@ class MeasureConfig:
 class Profile:
     name: str = "paper"
     # Every backbone is trained once per seed; two or more let the report measure training noise.
-    seeds: list[int] = field(default_factory=lambda: [0], metadata=rule(min=0, nonempty=True))
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={**rule(min=0, nonempty=True), **MAY_DIFFER})
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig, metadata=MAY_DIFFER)
 
 
 def _paper() -> Profile:
@@ -221,11 +226,16 @@ class BackboneAudit:
 
 @dataclass
 class RunConfig:
-    backbones: list[str] = field(default_factory=lambda: ["detnet59", "resnet50"])
+    backbones: list[str] = field(default_factory=lambda: ["detnet59", "resnet50"], metadata=MAY_DIFFER)
     profile: Profile = field(default_factory=_default)
     data: DataSource = field(default_factory=DataSource)
-    device: str = "cpu"
-    pretrained_dir: str | None = None
-    cache_dir: str = ".cache/detbench"
+    device: str = field(default="cpu", metadata=MAY_DIFFER)
+    # Merged runs may use different folders of weights, but all or none of them must use pretrained weights.
+    pretrained_dir: str | None = field(default=None, metadata=MAY_DIFFER)
+    cache_dir: str = field(default=".cache/detbench", metadata=MAY_DIFFER)
     strict_data: bool = False  # skippable data problems (degenerate boxes...) become errors
-    audit: dict[str, BackboneAudit] = field(default_factory=dict)
+    audit: dict[str, BackboneAudit] = field(default_factory=dict, metadata=MAY_DIFFER)
+
+    @property
+    def pretrained(self) -> bool:
+        return self.pretrained_dir is not None

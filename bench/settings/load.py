@@ -1,7 +1,7 @@
 """One way in for every setting: profile -> `--config` file -> command-line options -> `--set`.
 
 OmegaConf structured configs do the merging and the type checks against the dataclasses of
-`bench.config` (an unknown key or a value of the wrong type is refused with its dotted name);
+`bench.settings.profiles` (an unknown key or a value of the wrong type is refused with its dotted name);
 `validate` then checks the ranges in the fields' metadata. Every entry point that reads
 settings (`bench.run`, `bench.measure`, `bench.compare`, `--resume`) comes through here, so a
 mistake reads the same wherever it is made: one `error:` line naming the setting.
@@ -17,8 +17,9 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import Profile, RunConfig, get_profile
-from .errors import ConfigError
+from ..errors import ConfigError
+from .profiles import Profile, RunConfig, get_profile
+from .versions import SCHEMA_VERSION, VERSION_KEY, upgrade, version_of
 
 
 def one_line(err: Exception) -> str:
@@ -46,16 +47,33 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+def read_settings(path: str | Path) -> tuple[dict[str, Any], int]:
+    """A settings file (config.yaml) in the current format, without its version, and the version it was written in."""
+    raw = read_yaml(path)
+    try:
+        version = version_of(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    current = upgrade(raw)
+    del current[VERSION_KEY]
+    return current, version
+
+
 def build(
     profile_name: str | None = None,
     file: str | Path | None = None,
     options: dict[str, Any] | None = None,
     overrides: Sequence[str] = (),
 ) -> RunConfig:
-    """Merge, type-check and range-check: the profile's defaults, then a config file, then the
-    command-line options (dotted names -> values), then `--set key=value` overrides."""
-    raw = read_yaml(file) if file is not None else {}
-    source = f"{file}: " if file is not None else ""
+    """Merge, type-check and range-check: the profile's defaults, then a config file (of any version), then
+    the command-line options (dotted names -> values), then `--set key=value` overrides."""
+    raw = read_settings(file)[0] if file is not None else {}
+    return build_from(raw, f"{file}: " if file is not None else "", profile_name, options, overrides)
+
+
+def build_from(raw: dict[str, Any], source: str = "", profile_name: str | None = None,
+          options: dict[str, Any] | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """`build` from settings already read (current format); `source` starts a mistake's message."""
     named = raw["profile"].get("name") if isinstance(raw.get("profile"), dict) else None
     base = RunConfig(profile=get_profile(profile_name or named or "default"))
     try:
@@ -96,7 +114,7 @@ def checked_overrides(overrides: Iterable[str], sections: Iterable[str] = PROFIL
 
 
 def validate(obj: Any, prefix: str = "") -> None:
-    """Check every field's range rules (`bench.config.rule`), recursively; ConfigError names the first."""
+    """Check every field's range rules (`bench.settings.profiles.rule`), recursively; ConfigError names the first."""
     for f in dataclasses.fields(obj):
         value, name = getattr(obj, f.name), f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value):
@@ -151,21 +169,27 @@ def _check_run(cfg: RunConfig) -> None:
 
 
 def to_yaml(cfg: RunConfig) -> str:
-    """config.yaml: every setting, in the dataclasses' order, tuples as lists."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """config.yaml: its format version, then every setting in the dataclasses' order, tuples as lists."""
+    return f"{VERSION_KEY}: {SCHEMA_VERSION}\n" + OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg))
 
 
-def is_recorded(values: dict[str, Any], dotted: str) -> bool:
-    """Whether nested config dicts hold the dotted setting: one an older detbench wrote may lack a newer one."""
-    for key in dotted.split("."):
-        if not isinstance(values, dict) or key not in values:
-            return False
-        values = values[key]
-    return True
+def comparable(cfg: RunConfig) -> dict[str, Any]:
+    """The settings runs merged into one report must share: every one but those declared `MAY_DIFFER`."""
+    values = to_dict(cfg)
+    _drop_differing(cfg, values)
+    return values
+
+
+def _drop_differing(obj: Any, values: dict[str, Any]) -> None:
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("may_differ"):
+            del values[f.name]
+        elif dataclasses.is_dataclass(getattr(obj, f.name)):
+            _drop_differing(getattr(obj, f.name), values[f.name])
 
 
 def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
