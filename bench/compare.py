@@ -9,6 +9,7 @@ merged folder's `sources.json` says where everything came from.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,17 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from . import configure, report
-from .cli import ArgumentParser, entry_point, fresh_dir
+from . import configure, logs, report
+from .checks import fresh_dir
+from .cli import ArgumentParser, entry_point
 from .errors import UsageError
 from .files import write_csv, write_json, write_text
-from .report.load import load_config, result_dir, seeds_of
-from .run import metrics_row
+from .report.load import load_config, metrics_row, result_dir, seeds_of
 
 RESULT_FILES = ("metrics.json", "loss.csv", "detections.json", "evaluation.npz", "diverged.json")
 # What may differ between merged runs: which seeds and backbones ran, where, and how cost was measured.
 FREE = ("backbones", "profile.seeds", "profile.measure", "device", "cache_dir", "pretrained_dir", "audit", "seed")
+log = logging.getLogger(__name__)
 
 
 def comparable_view(config: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +109,7 @@ def merge(run_dirs: list[Path], out: Path) -> Path:
     owners = _owners(configs)
     config = merged_config(configs, owners)
     out = fresh_dir(out, "compare")
+    logs.attach_run_log(out)
     rows = []
     for (name, seed), path in sorted(owners.items(), key=lambda item: (item[0][1], config["backbones"].index(item[0][0]))):
         source, target = result_dir(path, configs[path], name, seed), out / f"seed{seed}" / name
@@ -136,14 +139,14 @@ def _parse_args(argv: list[str] | None):
     parser = ArgumentParser(prog="python -m bench.compare",
                             description="Merge comparable run folders (other seeds, more backbones) into one report.")
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders written by bench.run")
-    parser.add_argument("--out", type=Path, required=True, help="new or empty folder for the merged run")
+    parser.add_out(what="new or empty folder for the merged run")
     return parser.parse_args(argv)
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    print(merge(args.runs, args.out))
+    log.info("%s", merge(args.runs, args.out))
     return 0
 
 

@@ -4,7 +4,7 @@ Besides the 12 summary stats, the AP and AR at every IoU threshold are kept per 
 size, because the DetNet paper's Tables 3 and 4 report AP50/AP85 and AR50/AR85 for small
 and large objects, which `COCOeval.summarize()` does not give.
 
-Run standalone on saved results::
+Run standalone on saved results (`bench.evaluate_command`)::
 
     python -m bench.evaluate --gt instances_val.json --detections results.json --format json
 """
@@ -25,8 +25,6 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .cli import ArgumentParser, entry_point
-from .data.coco import ground_truth, read_annotations
 from .errors import UsageError
 from .progress import progress as progress_bar
 
@@ -192,55 +190,7 @@ def read_json(path: str | Path) -> Any:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
 
 
-def _format_table(result: EvalResult) -> str:
-    lines = [f"COCO bbox: {result.num_images} images, {result.num_detections} detections", ""]
-    lines += [f"{name:<6}{value:8.4f}" for name, value in result.stats.items()]
-    lines += ["", f"{'area':<7}" + "".join(f"{name:>8}" for name in ("AP50", "AP85", "AR50", "AR85"))]
-    for area in AREA_RANGES:
-        ap, ar = result.ap_by_iou[area], result.ar_by_iou[area]
-        row = (ap["0.50"], ap["0.85"], ar["0.50"], ar["0.85"])
-        lines.append(f"{area:<7}" + "".join(f"{value:8.4f}" for value in row))
-    return "\n".join(lines)
+if __name__ == "__main__":  # the command lives apart, so that library users of this module never load the CLI
+    from .evaluate_command import main
 
-
-def _parse_args(argv: list[str] | None):
-    parser = ArgumentParser(
-        prog="python -m bench.evaluate",
-        description="Score COCO-format box detections with pycocotools, or re-evaluate a run's checkpoints.",
-    )
-    parser.add_argument("--gt", help="COCO annotation file (instances_*.json)")
-    parser.add_argument("--detections", help="COCO results file: a list of detections")
-    parser.add_argument("--format", choices=("json", "table"), default="table", help="json: the 12 stats only")
-    parser.add_argument("--run", type=Path, help="a finished run folder: evaluate its checkpoints, no training")
-    parser.add_argument("--val-ann", help="with --run: another COCO-format validation set (default: the run's)")
-    parser.add_argument("--val-images", help="with --run: its image folder")
-    parser.add_argument("--out", type=Path, help="with --run: new or empty folder for the evaluated run")
-    parser.add_argument("--device", default="cpu", help="with --run: cpu or cuda")
-    parser.add_argument("--no-progress", action="store_true", help="with --run: no progress bars or lines")
-    args = parser.parse_args(argv)
-    if (args.run is None) == (args.gt is None and args.detections is None):
-        raise UsageError("give either --run RUN_DIR or --gt and --detections")
-    if args.run is None and (args.gt is None or args.detections is None):
-        raise UsageError("--gt and --detections go together")
-    return args
-
-
-@entry_point
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    if args.run is not None:
-        from .evaluate_run import reevaluate  # the training-side stack, only when re-evaluating a run
-
-        print(reevaluate(args.run, args.out, args.val_ann, args.val_images, args.device, not args.no_progress))
-        return 0
-    coco_gt = ground_truth(read_annotations(args.gt))
-    try:
-        result = evaluate_detections(coco_gt, read_json(args.detections))
-    except ValueError as exc:
-        raise UsageError(f"{args.detections}: {exc}") from None
-    print(json.dumps(result.stats) if args.format == "json" else _format_table(result))
-    return 0
-
-
-if __name__ == "__main__":
     raise SystemExit(main())

@@ -22,7 +22,7 @@ from . import checkpoint, comm, configure, data, detector, evaluate, report
 from .analysis.errors import error_breakdown
 from .analysis.proposals import ProposalProbe, level_rows, proposal_recall
 from .bootstrap import ImageEval
-from .cli import check_device, fresh_dir
+from .checks import check_device, fresh_dir
 from .config import RunConfig
 from .errors import UsageError
 from .files import write_json, write_text

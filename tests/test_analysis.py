@@ -21,7 +21,7 @@ from bench.analysis.proposals import ProposalProbe, level_rows, proposal_recall
 from bench.config import get_profile
 from bench.detector import build_detector
 from bench.evaluate import COCO_STAT_NAMES
-from bench.evaluate import main as evaluate_main
+from bench.evaluate_command import main as evaluate_main
 
 # Hand-made RoIs and the level the FPN rule k = floor(4 + log2(sqrt(wh) / 53.76)), clamped to 2..5, gives them.
 CANONICAL = 224 * 192 / 800

@@ -17,9 +17,9 @@ from bench.evaluate import (
     EvalResult,
     detections_to_coco,
     evaluate_detections,
-    main,
     predict,
 )
+from bench.evaluate_command import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data" / "coco-val2014-100"

@@ -79,6 +79,18 @@ def result_dir(run_dir: Path, config: dict[str, Any], backbone: str, seed: int) 
     return run_dir / f"seed{seed}" / backbone if _has_seeds(config) else run_dir / backbone
 
 
+def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A backbone-seed's metrics.json as its row of the run's metrics.csv (bench.run and bench.compare write it)."""
+    return {
+        "seed": metrics["seed"],
+        "backbone": metrics["backbone"],
+        **metrics["stats"],
+        "train_seconds": metrics["train"]["seconds"],
+        "train_images_per_s": metrics["train"]["images_per_s"],
+        "eval_seconds": metrics["eval_seconds"],
+    }
+
+
 def load_config(run_dir: Path) -> dict[str, Any]:
     """config.yaml is what makes a folder a run folder."""
     path = run_dir / "config.yaml"
