@@ -27,7 +27,7 @@ from .report.load import load_config, metrics_row, result_dir, seeds_of
 RESULT_FILES = ("metrics.json", "loss.csv", "detections.json", "evaluation.npz", "diverged.json")
 # What may differ between merged runs: which seeds and backbones ran, where, and how cost was measured.
 FREE = ("backbones", "profile.seeds", "profile.measure", "device", "cache_dir", "pretrained_dir", "audit", "seed")
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def comparable_view(config: dict[str, Any]) -> dict[str, Any]:

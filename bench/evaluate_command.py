@@ -16,7 +16,7 @@ from .data.coco import ground_truth, read_annotations
 from .errors import UsageError
 from .evaluate import AREA_RANGES, EvalResult, evaluate_detections, read_json
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def _format_table(result: EvalResult) -> str:

@@ -55,6 +55,14 @@ class _FileFormatter(logging.Formatter):
         return f"{self.formatTime(record, TIME_FORMAT)} {text}"
 
 
+class _RunLog(logging.FileHandler):
+    """run.log; a line it cannot write (a full disk) is left out quietly: the console showed it, and logging's
+    own report would be a traceback beside the one `error:` line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 class _Buffer(logging.Handler):
     """The records of a command until its run folder exists and run.log can take them."""
 
@@ -106,7 +114,7 @@ def attach_run_log(folder: Path) -> None:
     buffers = [handler for handler in _root.handlers if isinstance(handler, _Buffer)]
     if not buffers:  # not rank 0, or not within `console`
         return
-    file = logging.FileHandler(Path(folder) / RUN_LOG, mode="a", encoding="utf-8")
+    file = _RunLog(Path(folder) / RUN_LOG, mode="a", encoding="utf-8")
     file.setFormatter(_FileFormatter())
     for record in buffers[0].records:
         file.handle(record)

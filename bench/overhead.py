@@ -34,7 +34,7 @@ from .cli import ArgumentParser, entry_point
 from .config import PROFILES
 from .measure.timing import pinned_threads
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def _sync(device: torch.device) -> None:

@@ -35,7 +35,7 @@ CONFIG_FILE, METRICS_FILE, DATA_REPORT = "config.yaml", "metrics.csv", "data_rep
 DIVERGED_FILE, RECEPTIVE_FIELD_FILE = "diverged.json", "receptive_field.csv"
 # Rank 0 evaluates (COCO val: minutes) while the others wait in the next collective.
 COLLECTIVE_TIMEOUT = timedelta(hours=3)
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def parse_args(argv: list[str] | None):

@@ -60,6 +60,15 @@ def test_only_entry_points_import_the_cli() -> None:
     assert "bench.run" not in imports["bench.compare"]
 
 
+def test_every_logger_is_under_bench_also_under_python_m() -> None:
+    """A command module's `__name__` is "__main__" under `python -m`, outside the `bench` logger and its console."""
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        text = path.read_text()
+        command = path.name == "__main__.py" or 'if __name__ == "__main__"' in text
+        for call in re.findall(r"^log = logging\.getLogger\((.*?)\)", text, re.MULTILINE):
+            assert call == ("__spec__.name" if command else "__name__"), f"{path}: getLogger({call})"
+
+
 @pytest.mark.parametrize("tool", WITH_DEVICE)
 def test_every_tool_says_the_same_device_default(tool: str, capsys) -> None:
     main = __import__(f"bench.{tool}", fromlist=["main"]).main
@@ -123,3 +132,26 @@ def test_resume_appends_to_run_log(tmp_path: Path, smoke_run: Path, capsys) -> N
     after = (run / RUN_LOG).read_text()
     assert after.startswith(before) and len(after) > len(before)
     assert console.strip().splitlines()[-1] in after
+
+
+def test_a_bar_leaves_run_log_its_final_line_and_no_redraw(tmp_path: Path, capsys) -> None:
+    """On a terminal tqdm redraws its bar; run.log gets one line for it, and the periodic lines of a log as they come."""
+    import io
+
+    from bench import logs
+    from bench.progress import Bar, LineProgress
+
+    with logs.console():
+        logs.attach_run_log(tmp_path)
+        with Bar(total=3, desc="train x", file=io.StringIO(), mininterval=0) as bar:
+            for _ in range(3):
+                bar.update()
+                bar.set_postfix(loss=1.5)
+        with LineProgress(total=2, desc="evaluate x", interval=0) as lines:
+            lines.update(2)
+    text = (tmp_path / RUN_LOG).read_text()
+    assert "\r" not in text
+    shown = [line.split(" ", 2)[2] for line in text.splitlines()]
+    assert shown == ["train x: 3/3 (100%), loss=1.5, 0:00 elapsed",
+                     "evaluate x: 2/2 (100%), 0:00 elapsed", "evaluate x: 2/2 (100%), 0:00 elapsed"]
+    assert capsys.readouterr() == ("", "evaluate x: 2/2 (100%), 0:00 elapsed\n" * 2)

@@ -13,7 +13,7 @@ from ..config import PROFILES
 from ..errors import UsageError
 from . import measure, summary_table
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -44,7 +44,7 @@ from .provenance import CLASSIFICATION_FILE, export_weights
 
 CONFIG_FILE, SUMS_FILE = "config.yaml", "sha256sums.txt"
 GMACS_SIZE = 224  # the paper's (and timm's) resolution for a classifier's compute
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def parse_args(argv: list[str] | None):

@@ -6,7 +6,7 @@ import logging
 from ..cli import ArgumentParser, entry_point
 from . import write_report
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 @entry_point
