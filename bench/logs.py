@@ -1,6 +1,7 @@
 """What a command tells its user, through the `bench` logger: the console as it always looked, and run.log.
 
-Every module logs to `logging.getLogger(__name__)`. On the console a record is its text alone:
+Every module logs to `logging.getLogger(__name__)` (a command module to `__spec__.name`, its name
+under `python -m` too). On the console a record is its text alone:
 information on stdout; warnings, errors and progress lines on stderr, where tqdm draws its
 bars. A command that owns a run folder also writes `run.log` there: the same lines with a
 timestamp, from the command's start (what came before the folder existed is kept until it
@@ -94,7 +95,7 @@ def console(level: str = "INFO") -> Iterator[None]:
         yield
     finally:
         for handler in _root.handlers[:]:
-            if handler in handlers or isinstance(handler, logging.FileHandler):
+            if handler in handlers or isinstance(handler, _RunLog):
                 _root.removeHandler(handler)
                 handler.close()
         _root.setLevel(saved[0])
@@ -114,9 +115,9 @@ def attach_run_log(folder: Path) -> None:
     buffers = [handler for handler in _root.handlers if isinstance(handler, _Buffer)]
     if not buffers:  # not rank 0, or not within `console`
         return
-    file = _RunLog(Path(folder) / RUN_LOG, mode="a", encoding="utf-8")
-    file.setFormatter(_FileFormatter())
+    run_log = _RunLog(Path(folder) / RUN_LOG, mode="a", encoding="utf-8")
+    run_log.setFormatter(_FileFormatter())
     for record in buffers[0].records:
-        file.handle(record)
+        run_log.handle(record)
     _root.removeHandler(buffers[0])
-    _root.addHandler(file)
+    _root.addHandler(run_log)
