@@ -34,6 +34,7 @@ from .cli import ArgumentParser, entry_point
 from .config import PROFILES
 from .measure.timing import pinned_threads
 
+DEFAULT_BACKBONE = "resnet50"
 log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
@@ -191,7 +192,7 @@ def report_ratios(bench: Bench, rounds: int, iterations: int, threads: int) -> N
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m bench.overhead", description=__doc__.splitlines()[0])
-    parser.add_backbones(default="resnet50")
+    parser.add_backbones(default=DEFAULT_BACKBONE)
     parser.add_profile(PROFILES, default="default")
     parser.add_device()
     parser.add_set(example="train.batch_size=4")
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.iterations < 2:
         parser.error("--rounds must be >= 1 and --iterations >= 2")
-    backbones = split_backbones(args.backbones)
+    backbones = split_backbones(args.backbones or DEFAULT_BACKBONE)
     check_backbones(backbones)
     device = check_device(args.device or default_device())
     for name in backbones:
