@@ -4,8 +4,17 @@ Importing this package registers `detnet59` and `detnet59_noproj` with timm, so 
 works; `create_backbone` gives any registered model as a multi-scale feature extractor.
 """
 from .detnet import DetNet, detnet59, detnet59_noproj
-from .factory import SUPPORTED_BACKBONES, WeightsError, create_backbone, load_weights_file, read_weights_file
-from .names import BackboneError, BackboneName, check_backbone, create_model, init_seed, parse_backbone, split_backbones
+from .factory import WeightsError, create_backbone, load_weights_file, read_weights_file
+from .names import (
+    SUPPORTED_BACKBONES,
+    BackboneError,
+    BackboneName,
+    check_backbone,
+    create_model,
+    init_seed,
+    parse_backbone,
+    split_backbones,
+)
 
 __all__ = [
     "DetNet", "detnet59", "detnet59_noproj", "SUPPORTED_BACKBONES", "BackboneError", "WeightsError", "create_backbone",

@@ -9,16 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import timm
 import torch
 import torch.nn as nn
 from timm.models import load_state_dict
 
 from .detnet import checkpoint_filter_fn as detnet_filter_fn
-from .names import BackboneError, create_model, parse_backbone
-
-# The backbones the paper compares; any other timm model with multi-scale features works too.
-SUPPORTED_BACKBONES = ("detnet59", "resnet50", "resnet101")
+from .names import BackboneError, create_model, parse_registered
 
 # Key mappings for checkpoints in foreign layouts. torchvision's ResNet names are timm's own.
 CHECKPOINT_FILTERS: dict[str, Callable[[dict, nn.Module], dict]] = {
@@ -43,9 +39,7 @@ def create_backbone(name: str, pretrained_file: str | Path | None = None, zero_i
     a residual model to start its blocks' last norm at 1 instead of timm's 0; it is passed only
     then, so models without that option build as they are by default.
     """
-    parsed = parse_backbone(name)
-    if not timm.is_model(parsed.model):
-        raise BackboneError(f"unknown backbone {name!r}; registered detection backbones: {', '.join(SUPPORTED_BACKBONES)}")
+    parsed = parse_registered(name)
     init = {} if zero_init_last else {"zero_init_last": False}
     try:
         model = create_model(parsed, **init)

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 
 INIT_SEED = "init_seed"  # detbench's argument, never passed to timm
+# The backbones the paper compares; any other timm model with multi-scale features works too.
+SUPPORTED_BACKBONES = ("detnet59", "resnet50", "resnet101")
 _NAME = re.compile(r"(?P<model>[^\[\],]+?)\s*(?:\[(?P<args>.*)\])?", re.DOTALL)
 _TOP_LEVEL_COMMA = re.compile(r",(?![^\[]*\])")  # a comma outside any [...]
 
@@ -77,6 +79,17 @@ def _arguments(text: str, args: str) -> dict[str, Any]:
     return values
 
 
+def parse_registered(name: str) -> BackboneName:
+    """The parsed name of a model timm has registered; the one check of an unknown backbone."""
+    parsed = parse_backbone(name)
+    if not timm.is_model(parsed.model):
+        raise BackboneError(
+            f"unknown backbone {name!r}; the paper's are {', '.join(SUPPORTED_BACKBONES)}, "
+            "and any timm model with 4 or 5 feature stages works, with arguments as MODEL[key=value,...]"
+        )
+    return parsed
+
+
 def create_model(name: str | BackboneName, **extra: Any) -> nn.Module:
     """`timm.create_model` of a backbone name, its arguments included (`init_seed` is not timm's)."""
     parsed = name if isinstance(name, BackboneName) else parse_backbone(name)
@@ -86,9 +99,7 @@ def create_model(name: str | BackboneName, **extra: Any) -> nn.Module:
 def check_backbone(name: str) -> BackboneName:
     """The parsed name, once timm has built it on the meta device (no memory, no time): an argument the
     model does not have, or a value it refuses, raises BackboneError naming it."""
-    parsed = parse_backbone(name)
-    if not timm.is_model(parsed.model):
-        raise BackboneError(f"unknown model {parsed.model!r}")
+    parsed = parse_registered(name)
     try:
         with torch.device("meta"):
             create_model(parsed)

@@ -1,48 +1,91 @@
-"""What the command-line entry points share: one error line for a user mistake, and the checks behind it.
+"""What the command-line entry points share: their common options, and one error line for a user mistake.
 
-Every `python -m bench.*` wraps its `main` in `entry_point`: a `UserError` (bad option, config,
-data, run folder) or a weights file that does not fit becomes one `error:` line on stderr and
-exit code 2, before anything long starts and without a traceback.
+Every `python -m bench.*` builds its parser from `ArgumentParser`, whose `add_*` methods give
+the options tools have in common one spelling, one default and one help text, and wraps its
+`main` in `entry_point`: the console is set up (`bench.logs`, `--log-level`), and a `UserError`
+(bad option, config, data, run folder) or a weights file that does not fit becomes one `error:`
+line on stderr and exit code 2, before anything long starts and without a traceback.
+Only entry points import this module (tests/test_cli.py); library code checks through
+`bench.checks`.
 """
 from __future__ import annotations
 
 import argparse
 import functools
-import sys
-import tempfile
-from collections.abc import Callable, Sequence
-from datetime import datetime
+import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NoReturn
 
-import timm
-import torch
+from backbones import BackboneError, WeightsError
 
-from backbones import SUPPORTED_BACKBONES, BackboneError, WeightsError, check_backbone, parse_backbone
-
+from . import logs
+from .checks import DEVICE_DEFAULT
 from .errors import ExitStatus, UsageError, UserError
 
 Main = Callable[[list[str] | None], int]
+log = logging.getLogger(__name__)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a mistake as a UsageError (one line) instead of usage + exit."""
+    """argparse that reports a mistake as a UsageError (one line), with `--log-level` on every tool and
+    the options tools share, added by name."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--log-level", type=str.upper, choices=logs.LEVELS, default="INFO",
+                          help="the least severe lines shown (and written to a run folder's run.log): WARNING "
+                               "keeps warnings and errors only (default INFO)")
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
+    def parse_args(self, args=None, namespace=None) -> argparse.Namespace:  # type: ignore[override]
+        parsed = super().parse_args(args, namespace)
+        logs.set_level(parsed.log_level)
+        return parsed
+
+    def add_backbones(self, default: str | None = None) -> None:
+        """--backbones, required where there is no `default`."""
+        self.add_argument("--backbones", required=default is None,
+                          help=f"comma-separated timm model names, MODEL[key=value,...] for arguments "
+                               f"({f'default {default}' if default else 'required'})")
+
+    def add_device(self) -> None:
+        self.add_argument("--device", help=f"cpu, cuda or cuda:N (default: {DEVICE_DEFAULT})")
+
+    def add_profile(self, choices: Iterable[str], default: str, what: str = "schedule and sizes") -> None:
+        self.add_argument("--profile", choices=sorted(choices), help=f"{what} (default {default})")
+
+    def add_config(self) -> None:
+        self.add_argument("--config", help="settings from a config.yaml (a run's, to repeat it), then the options "
+                                           "given here")
+
+    def add_set(self, example: str) -> None:
+        self.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                          help=f"override any setting, e.g. {example} (repeatable)")
+
+    def add_out(self, default: str | None = None, what: str = "new or empty folder") -> None:
+        """--out, required where there is no `default`."""
+        self.add_argument("--out", type=Path, required=default is None,
+                          help=f"{what} ({f'default {default}' if default else 'required'})")
+
+    def add_no_progress(self) -> None:
+        self.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+
 
 def entry_point(main: Main) -> Main:
-    """Turn the user mistakes `main` raises (bad options, settings, data, run folders, weights files,
-    backbones without a pyramid) into one `error:` line and exit code 2."""
+    """Run `main` with the console set up, and turn the user mistakes it raises (bad options, settings,
+    data, run folders, weights files, backbones without a pyramid) into one `error:` line and exit code 2."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
-        try:
-            return main(argv)
-        except (UserError, WeightsError, BackboneError) as err:
-            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-            return ExitStatus.BAD_INPUT
+        with logs.console():
+            try:
+                return main(argv)
+            except (UserError, WeightsError, BackboneError) as err:
+                log.error("error: %s", " ".join(str(err).split()))
+                return ExitStatus.BAD_INPUT
 
     return wrapped
 
@@ -63,75 +106,3 @@ def parse_seeds(text: str) -> list[int]:
             raise UsageError(f"--seeds {text}: give at least one seed")
         return list(range(values[0]))
     return values
-
-
-def check_backbones(names: Sequence[str]) -> None:
-    """Every name a registered timm model whose arguments (`resnet50[output_stride=16]`) it takes, none twice."""
-    if not names:
-        raise UsageError("no backbone given")
-    try:
-        unknown = [name for name in names if not timm.is_model(parse_backbone(name).model)]
-        if unknown:
-            raise UsageError(
-                f"unknown backbone {unknown[0]!r}; the paper's are {', '.join(SUPPORTED_BACKBONES)}, "
-                "and any timm model with 4 or 5 feature stages works, with arguments as MODEL[key=value,...]"
-            )
-        keys = [check_backbone(name).key for name in names]
-    except BackboneError as err:
-        raise UsageError(str(err)) from None
-    if len(set(keys)) != len(keys):
-        raise UsageError("a backbone is listed twice")
-
-
-def check_device(name: str) -> torch.device:
-    """'cpu', 'cuda' or 'cuda:N' that this machine has."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}; use cpu or cuda") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"device must be cpu or cuda, not {name!r}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda, but this machine has no CUDA device")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}, but this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def check_writable_dir(path: Path, what: str) -> None:
-    """A folder that exists or can be created, and can be written: not under a file, not read-only.
-
-    Writing a probe file is the only test that holds for root and for read-only mounts alike.
-    """
-    path = Path(path).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise UsageError(f"{what} {path}: {existing} is a file, not a folder")
-    try:
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as err:
-        raise UsageError(f"{what} {path}: cannot write in {existing} ({err.strerror or err})") from None
-
-
-def fresh_dir(path: str | Path | None, default_name: str) -> Path:
-    """Create the output folder. A given one may exist only empty; a default name under
-    results/ is created atomically, with a suffix if another run took it the same second."""
-    if path is not None:
-        folder = Path(path)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise UsageError(f"{folder} already exists and is not empty; earlier results are never overwritten")
-        check_writable_dir(folder, "--out")
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-    stem = Path("results") / f"{datetime.now():%Y%m%d-%H%M%S}-{default_name}"
-    check_writable_dir(stem.parent, "results folder")
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(100):
-        folder = stem.with_name(f"{stem.name}-{attempt}") if attempt else stem
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise UsageError(f"could not create a new folder next to {stem}")

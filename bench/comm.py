@@ -39,6 +39,11 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched_rank() -> int:
+    """The rank torchrun gave the process (its RANK), known before the process group starts."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def local_rank() -> int:
     """The process's place on its node (torchrun's LOCAL_RANK): its GPU, and 0 for the node's first."""
     return int(os.environ.get("LOCAL_RANK", "0"))

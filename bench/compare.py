@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import report, settings
-from .cli import ArgumentParser, entry_point, fresh_dir
+from . import logs, report, settings
+from .checks import fresh_dir
+from .cli import ArgumentParser, entry_point
 from .errors import UsageError
 from .files import write_csv, write_json, write_text
 from .layout import RunLayout
-from .run import metrics_row
+from .report.load import metrics_row
 from .settings import RunConfig, SavedRun
+
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def comparable_view(cfg: RunConfig) -> dict[str, Any]:
@@ -98,6 +102,7 @@ def merge(run_dirs: list[Path], out: Path) -> Path:
     owners = _owners(runs)
     config = merged_config(runs, owners)
     layout = RunLayout(fresh_dir(out, "compare"))
+    logs.attach_run_log(layout)
     rows = []
     for (name, seed), path in sorted(owners.items(), key=lambda item: (item[0][1], config.backbones.index(item[0][0]))):
         source, target = runs[path].layout.result(name, seed), layout.result(name, seed)
@@ -128,14 +133,14 @@ def _parse_args(argv: list[str] | None):
     parser = ArgumentParser(prog="python -m bench.compare",
                             description="Merge comparable run folders (other seeds, more backbones) into one report.")
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders written by bench.run")
-    parser.add_argument("--out", type=Path, required=True, help="new or empty folder for the merged run")
+    parser.add_out(what="new or empty folder for the merged run")
     return parser.parse_args(argv)
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    print(merge(args.runs, args.out))
+    log.info("%s", merge(args.runs, args.out))
     return 0
 
 

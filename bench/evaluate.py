@@ -7,17 +7,24 @@ Run standalone on saved results::
 or on a finished run's checkpoints (`bench.evaluation.trained.reevaluate`)::
 
     python -m bench.evaluate --run RUN_DIR
+
+A command module only: the library's scoring is `bench.evaluation`, which never loads the CLI.
 """
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 from pathlib import Path
 
+from .checks import default_device
 from .cli import ArgumentParser, entry_point
 from .data.coco import ground_truth, read_annotations
 from .errors import UsageError
 from .evaluation.coco import AREA_RANGES, EvalResult, score
 from .files import read_json
+
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def _format_table(result: EvalResult) -> str:
@@ -31,10 +38,11 @@ def _format_table(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
-def _parse_args(argv: list[str] | None):
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(
         prog="python -m bench.evaluate",
-        description="Score COCO-format box detections with pycocotools, or re-evaluate a run's checkpoints.",
+        description="Score COCO-format box detections with pycocotools, or re-evaluate a run's checkpoints "
+                    "(--run; --device, --out and --no-progress go with it).",
     )
     parser.add_argument("--gt", help="COCO annotation file (instances_*.json)")
     parser.add_argument("--detections", help="COCO results file: a list of detections")
@@ -42,9 +50,9 @@ def _parse_args(argv: list[str] | None):
     parser.add_argument("--run", type=Path, help="a finished run folder: evaluate its checkpoints, no training")
     parser.add_argument("--val-ann", help="with --run: another COCO-format validation set (default: the run's)")
     parser.add_argument("--val-images", help="with --run: its image folder")
-    parser.add_argument("--out", type=Path, help="with --run: new or empty folder for the evaluated run")
-    parser.add_argument("--device", default="cpu", help="with --run: cpu or cuda")
-    parser.add_argument("--no-progress", action="store_true", help="with --run: no progress bars or lines")
+    parser.add_out(default="results/<date>-<time>-<run>-evaluated", what="new or empty folder for the evaluated run")
+    parser.add_device()
+    parser.add_no_progress()
     args = parser.parse_args(argv)
     if (args.run is None) == (args.gt is None and args.detections is None):
         raise UsageError("give either --run RUN_DIR or --gt and --detections")
@@ -59,14 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.run is not None:
         from .evaluation.trained import reevaluate  # the training-side stack, only when re-evaluating a run
 
-        print(reevaluate(args.run, args.out, args.val_ann, args.val_images, args.device, not args.no_progress))
+        log.info("%s", reevaluate(args.run, args.out, args.val_ann, args.val_images, args.device or default_device(),
+                                  not args.no_progress))
         return 0
     coco_gt = ground_truth(read_annotations(args.gt))
     try:
         result, _ = score(coco_gt, read_json(args.detections))
     except ValueError as exc:
         raise UsageError(f"{args.detections}: {exc}") from None
-    print(json.dumps(result.stats) if args.format == "json" else _format_table(result))
+    log.info("%s", json.dumps(result.stats) if args.format == "json" else _format_table(result))
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 CONFIG_NAME = "config.yaml"
 STATUS_NAME = "status.json"
+RUN_LOG_NAME = "run.log"  # what the console showed, with timestamps (bench.logs)
 CHECKPOINT_NAME = "checkpoint.pth"
 
 
@@ -105,6 +106,10 @@ class RunLayout:
         return self.root / "environment.json"
 
     @property
+    def run_log(self) -> Path:
+        return self.root / RUN_LOG_NAME
+
+    @property
     def sources(self) -> Path:  # the folders a merged or re-evaluated run came from
         return self.root / "sources.json"
 
@@ -160,6 +165,10 @@ class PretrainLayout:
     @property
     def status(self) -> Path:
         return self.root / STATUS_NAME
+
+    @property
+    def run_log(self) -> Path:
+        return self.root / RUN_LOG_NAME
 
     @property
     def classification(self) -> Path:  # errors, cost and sha256 of each backbone's exported weights

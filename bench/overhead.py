@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import statistics
 import tempfile
 import time
@@ -25,14 +26,20 @@ from pathlib import Path
 
 import torch
 
+from backbones import split_backbones
+
 from . import data, detector, settings, train
-from .cli import ArgumentParser, check_backbones, check_device, entry_point
+from .checks import check_backbones, check_device, default_device
+from .cli import ArgumentParser, entry_point
 from .evaluation.evaluator import predict
 from .evaluation.evaluators import CocoEvaluator
 from .layout import ResultFiles
 from .measure.timing import pinned_threads
 from .settings import PROFILES
 from .settings.device import resolve
+
+DEFAULT_BACKBONE = "resnet50"
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def _sync(device: torch.device) -> None:
@@ -67,7 +74,7 @@ def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: 
 class Bench:
     """One backbone's detector, optimizer, training data and a fixed batch, per the profile."""
 
-    def __init__(self, backbone: str, profile_name: str, overrides: list[str], device: torch.device) -> None:
+    def __init__(self, backbone: str, profile_name: str | None, overrides: list[str], device: torch.device) -> None:
         self.cfg = resolve(settings.build(profile_name, options={"device": device.type}, overrides=overrides), device)
         self.device = device
         self.train_cfg = self.cfg.profile.train
@@ -165,40 +172,48 @@ def fast_path_ratio(bench: Bench, rounds: int, precision: tuple[str, str], chann
     return interleaved(steps[0], steps[1], rounds, bench.device)
 
 
+def report_ratios(bench: Bench, rounds: int, iterations: int, threads: int) -> None:
+    """Log every ratio of one backbone, each as soon as it is timed."""
+    device, cfg = bench.device, bench.train_cfg
+    log.info("# %s, %s profile, batch %d, %s, %d threads, precision %s, channels_last %s", bench.backbone,
+             bench.cfg.profile.name, cfg.batch_size, device, threads, train.resolve_precision(cfg.precision, device),
+             cfg.channels_last)
+    log.info("train step ratio: %.3f", train_step_ratio(bench, rounds))
+    loop, loader_speed, step_speed = loop_ratio(bench, iterations)
+    log.info("training loop ratio: %.3f  (loader alone %.1f images/s, bare step %.2f images/s)", loop, loader_speed,
+             step_speed)
+    log.info("inference ratio: %.3f", inference_ratio(bench, 16, max(3, rounds // 2)))
+    native = "bf16" if train.native_bf16(device) else "fp32"
+    if native == "bf16":
+        log.info("train step bf16/fp32 time ratio: %.3f",
+                 fast_path_ratio(bench, rounds, ("bf16", "fp32"), (False, False)))
+    log.info("train step channels_last/contiguous time ratio (%s): %.3f", native,
+             fast_path_ratio(bench, rounds, (native, native), (True, False)))
+    if device.type == "cuda":
+        log.info("peak CUDA memory of this process (up to two models at once): %.0f MiB",
+                 torch.cuda.max_memory_allocated(device) / 2**20)
+
+
 @entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m bench.overhead", description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a profile setting")
+    parser.add_backbones(default=DEFAULT_BACKBONE)
+    parser.add_profile(PROFILES, default="default")
+    parser.add_device()
+    parser.add_set(example="train.batch_size=4")
     parser.add_argument("--rounds", type=int, default=20, help="timed calls of each side, interleaved")
     parser.add_argument("--iterations", type=int, default=30, help="training-loop iterations (at least 2)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores torch sees)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.iterations < 2:
         parser.error("--rounds must be >= 1 and --iterations >= 2")
-    check_backbones([args.backbone])
-    device = check_device(args.device)
-    bench = Bench(args.backbone, args.profile, args.set, device)
-    with pinned_threads(args.threads) as threads:
-        print(f"# {args.backbone}, {args.profile} profile, batch {bench.train_cfg.batch_size}, {device}, "
-              f"{threads} threads, precision {train.resolve_precision(bench.train_cfg.precision, device)}, "
-              f"channels_last {bench.train_cfg.channels_last}", flush=True)
-        print(f"train step ratio: {train_step_ratio(bench, args.rounds):.3f}", flush=True)
-        loop, loader_speed, step_speed = loop_ratio(bench, args.iterations)
-        print(f"training loop ratio: {loop:.3f}  (loader alone {loader_speed:.1f} images/s, "
-              f"bare step {step_speed:.2f} images/s)", flush=True)
-        print(f"inference ratio: {inference_ratio(bench, 16, max(3, args.rounds // 2)):.3f}", flush=True)
-        native = "bf16" if train.native_bf16(device) else "fp32"
-        if native == "bf16":
-            print(f"train step bf16/fp32 time ratio: "
-                  f"{fast_path_ratio(bench, args.rounds, ('bf16', 'fp32'), (False, False)):.3f}", flush=True)
-        print(f"train step channels_last/contiguous time ratio ({native}): "
-              f"{fast_path_ratio(bench, args.rounds, (native, native), (True, False)):.3f}", flush=True)
-        if device.type == "cuda":
-            print(f"peak CUDA memory of this process (up to two models at once): "
-                  f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB", flush=True)
+    backbones = split_backbones(args.backbones or DEFAULT_BACKBONE)
+    check_backbones(backbones)
+    device = check_device(args.device or default_device())
+    for name in backbones:
+        bench = Bench(name, args.profile, args.set, device)
+        with pinned_threads(args.threads) as threads:
+            report_ratios(bench, args.rounds, args.iterations, threads)
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
+import logging
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -21,9 +21,10 @@ import torch
 
 from backbones import init_seed, parse_backbone, split_backbones
 
-from . import checkpoint, comm, data, detector, failures, measure, report, settings, train
+from . import checkpoint, comm, data, detector, failures, logs, measure, report, settings, train
 from .analysis.receptive_field import receptive_field_rows
-from .cli import ArgumentParser, check_backbones, check_device, check_writable_dir, entry_point, fresh_dir, parse_seeds
+from .checks import check_backbones, check_batch_split, check_device, check_writable_dir, default_device, fresh_dir
+from .cli import ArgumentParser, entry_point, parse_seeds
 from .errors import ConfigError, DataError, ExitStatus, UsageError, UserError
 from .evaluation.evaluator import inference_on_dataset
 from .evaluation.evaluators import BOX_SCORES, CocoEvaluator
@@ -31,11 +32,13 @@ from .evaluation.trained import evaluate_model, trained_detector
 from .files import read_json, set_status, sha256, write_csv, write_json, write_text
 from .layout import PretrainLayout, RunLayout
 from .pretrain.provenance import read_provenance
+from .report.load import metrics_row
 from .settings import PROFILES, BackboneAudit, RunConfig, SavedRun
 from .settings.device import resolve
 
 # Rank 0 evaluates (COCO val: minutes) while the others wait in the next collective.
 COLLECTIVE_TIMEOUT = timedelta(hours=3)
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def parse_args(argv: list[str] | None):
@@ -43,8 +46,8 @@ def parse_args(argv: list[str] | None):
         prog="python -m bench.run",
         description="Train and evaluate Faster R-CNN + FPN on several backbones under identical settings.",
     )
-    parser.add_argument("--backbones", help="comma-separated timm model names (default detnet59,resnet50)")
-    parser.add_argument("--profile", choices=sorted(PROFILES), help="schedule and sizes (default: default)")
+    parser.add_backbones(default="detnet59,resnet50")
+    parser.add_profile(PROFILES, default="default")
     parser.add_argument("--data", help="COCO 2017 folder (annotations/, train2017/, val2017/)")
     parser.add_argument("--train-ann", help="any COCO-format training annotation file")
     parser.add_argument("--train-images", help="folder of the training images")
@@ -53,17 +56,16 @@ def parse_args(argv: list[str] | None):
     seeds = parser.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, help="one training seed")
     seeds.add_argument("--seeds", help="training seeds: a list (0,1,2) or a count (3 = 0,1,2)")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
+    parser.add_device()
     parser.add_argument("--pretrained-dir", help="folder of local ImageNet weights, <backbone>.pth/.safetensors")
     parser.add_argument("--cache-dir", help="where the synthetic set and annotation indexes are kept")
-    parser.add_argument("--out", help="new or empty run folder (default results/<date>-<time>-<profile>-s<seeds>-<backbones>)")
-    parser.add_argument("--config", help="repeat a run: settings from its config.yaml, then the options given here")
+    parser.add_out(default="results/<date>-<time>-<profile>-s<seeds>-<backbones>", what="new or empty run folder")
+    parser.add_config()
     parser.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in its own folder")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any setting, e.g. train.iterations=400 (repeatable)")
+    parser.add_set(example="train.iterations=400")
     parser.add_argument("--strict-data", action="store_true", default=None,
                         help="stop at a skippable data problem (degenerate box...) instead of skipping it")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+    parser.add_no_progress()
     return parser.parse_args(argv)
 
 
@@ -79,7 +81,7 @@ def options_from_args(args) -> dict[str, Any]:
     if args.device is not None:
         options["device"] = args.device
     elif args.config is None:
-        options["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        options["device"] = default_device()
     for key in ("pretrained_dir", "cache_dir", "strict_data"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
@@ -212,12 +214,11 @@ def prepare(args) -> tuple[RunConfig, RunLayout, tuple[data.Split, data.Split], 
     check_backbones(cfg.backbones)
     check_device(cfg.device)
     world = comm.launched_world_size()
-    if cfg.profile.train.batch_size % world:
-        raise UsageError(f"batch size {cfg.profile.train.batch_size} does not split over {world} processes")
+    check_batch_split(cfg.profile.train.batch_size, world)
     check_compile(cfg, world)
     check_writable_dir(Path(cfg.cache_dir), "--cache-dir")
     if args.out is not None:
-        check_writable_dir(Path(args.out), "--out")
+        check_writable_dir(args.out, "--out")
     device = comm.init(torch.device(cfg.device), COLLECTIVE_TIMEOUT)
     splits = in_order(lambda: load_data(cfg, keep_val_data=comm.is_main()), comm.local_rank() == 0)
     cfg, layout = comm.broadcast_object(in_order(
@@ -256,7 +257,7 @@ def start_run_folder(cfg: RunConfig, args, splits: tuple[data.Split, data.Split]
     warnings = data.skip_warnings(splits[0].index)
     write_json(layout.data_report, {"skipped": splits[0].index.skipped, "warnings": warnings})
     for line in warnings:
-        print(f"warning: {line} (recorded in {layout.data_report})", file=sys.stderr)
+        log.warning("warning: %s (recorded in %s)", line, layout.data_report)
     return audited, layout
 
 
@@ -349,17 +350,6 @@ def receptive_fields(cfg: RunConfig, layout: RunLayout, val_set: data.CocoDetect
     write_csv(layout.receptive_field, pd.DataFrame(rows))
 
 
-def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "seed": metrics["seed"],
-        "backbone": metrics["backbone"],
-        **metrics["stats"],
-        "train_seconds": metrics["train"]["seconds"],
-        "train_images_per_s": metrics["train"]["images_per_s"],
-        "eval_seconds": metrics["eval_seconds"],
-    }
-
-
 def execute(cfg: RunConfig, layout: RunLayout, splits: tuple[data.Split, data.Split], device: torch.device,
             progress: bool, resume: bool, stop: train.StopRequest) -> tuple[str, list[str]]:
     """Train, evaluate and measure every backbone and seed, write the report; return the summary to print
@@ -391,14 +381,14 @@ def execute(cfg: RunConfig, layout: RunLayout, splits: tuple[data.Split, data.Sp
                     write_json(files.diverged, {"reason": str(err)})
                     kept = (f"its last good checkpoint ({files.checkpoint}) is kept"
                             if files.checkpoint.is_file() else "no checkpoint was due yet")
-                    print(f"warning: {err}; {kept}; the other backbones go on", file=sys.stderr, flush=True)
+                    log.warning("warning: %s; %s; the other backbones go on", err, kept)
                 continue
             if rank == 0:
                 rows.append(metrics_row(metrics))
                 write_csv(layout.metrics, pd.DataFrame(rows))  # kept current after each backbone
                 stats, trained = metrics["stats"], metrics["train"]
-                print(f"{name} seed {seed}: {trained['iterations']} iterations in {trained['seconds'] / 60:.1f} min, "
-                      f"AP {100 * stats['AP']:.1f}, AP50 {100 * stats['AP50']:.1f}", flush=True)
+                log.info("%s seed %d: %d iterations in %.1f min, AP %.1f, AP50 %.1f", name, seed, trained["iterations"],
+                         trained["seconds"] / 60, 100 * stats["AP"], 100 * stats["AP50"])
     if rank == 0:
         stop.check("measurement")
         trained = trained_models(cfg, layout, datasets[1].num_classes)
@@ -418,6 +408,7 @@ def execute(cfg: RunConfig, layout: RunLayout, splits: tuple[data.Split, data.Sp
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg, layout, splits, device = prepare(args)
+    logs.attach_run_log(layout)  # appended to on --resume
     run_dir = layout.root
     is_main = comm.is_main()
     start = time.perf_counter()
@@ -431,13 +422,12 @@ def main(argv: list[str] | None = None) -> int:
                                             resume=bool(args.resume), stop=stop)
             except comm.RankLost as err:  # handled while torchrun's SIGTERM to the survivors only sets a flag
                 status("failed", str(err), resume=resume_hint)
-                print(f"error: {err}; the last checkpoint is kept; under torchrun `{resume_hint}` goes on",
-                      file=sys.stderr, flush=True)
+                log.error("error: %s; the last checkpoint is kept; under torchrun `%s` goes on", err, resume_hint)
                 return ExitStatus.RANK_LOST
     except (train.TrainingStopped, KeyboardInterrupt) as err:
         status("interrupted", str(err) or "KeyboardInterrupt", resume=resume_hint)
-        print(f"\ninterrupted: {str(err) or 'Ctrl-C'}; results so far are in {run_dir}; `{resume_hint}` goes on",
-              file=sys.stderr)
+        log.warning("\ninterrupted: %s; results so far are in %s; `%s` goes on", str(err) or "Ctrl-C", run_dir,
+                    resume_hint)
         return ExitStatus.INTERRUPTED
     except DataError as err:
         status("failed", str(err), resume=resume_hint)
@@ -448,16 +438,16 @@ def main(argv: list[str] | None = None) -> int:
             status("failed", str(failed or f"{type(err).__name__}: {err}"), resume=resume_hint)
         if failed is None:
             raise
-        print(f"error: {failed}", file=sys.stderr)
+        log.error("error: %s", failed)
         return failed.status
     status("finished", diverged=diverged)
     if is_main:
         minutes = (time.perf_counter() - start) / 60
-        print(f"\n{summary}\n")
-        print(f"{cfg.profile.name} profile, {len(cfg.backbones)} backbone(s) x {len(cfg.profile.seeds)} seed(s), "
-              f"{minutes:.1f} min; report: {layout.report_md}")
+        log.info("\n%s\n", summary)
+        log.info("%s profile, %d backbone(s) x %d seed(s), %.1f min; report: %s", cfg.profile.name, len(cfg.backbones),
+                 len(cfg.profile.seeds), minutes, layout.report_md)
         if diverged:
-            print(f"error: {failures.diverged(diverged, run_dir)}", file=sys.stderr)
+            log.error("error: %s", failures.diverged(diverged, run_dir))
     return ExitStatus.DIVERGED if diverged else ExitStatus.OK
 
 

@@ -115,7 +115,7 @@ step mfu 10 "$py" scripts/mfu.py "$out/measure"
 # 6. Paper-geometry training on generated 800 px images, bf16, 40 iterations: images/s, the harness's
 #    overhead against a bare loop, the fast paths.
 for backbone in resnet50 detnet59; do
-  step "overhead-$backbone" 65 "$py" -m bench.overhead --profile paper --device cuda --backbone "$backbone" \
+  step "overhead-$backbone" 65 "$py" -m bench.overhead --profile paper --device cuda --backbones "$backbone" \
     --set train.batch_size=8 --set synthetic.image_size=800 --set synthetic.num_train=64 \
     --set synthetic.num_val=16 --iterations 40 --rounds 5
 done

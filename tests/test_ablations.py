@@ -12,7 +12,7 @@ import torch
 import yaml
 
 import backbones
-from bench.cli import check_backbones
+from bench.checks import check_backbones
 from bench.detector import build_detector
 from bench.errors import UsageError
 from bench.settings import get_profile

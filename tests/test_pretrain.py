@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
 from bench import detector, settings
+from bench.layout import PretrainLayout
 from bench.pretrain.__main__ import main as pretrain_main
 from bench.pretrain.loop import evaluate
 from bench.run import audit, pretrained_file
@@ -49,7 +50,11 @@ def test_resume_is_bit_exact(pretrained: Path, smoke_cache: Path, tmp_path: Path
     assert pretrain(run_dir, smoke_cache, "--stop-after", "5") == 130
     assert json.loads((run_dir / "status.json").read_text())["state"] == "interrupted"
     assert not (run_dir / f"{BACKBONE}.safetensors").exists()
+    interrupted_log = PretrainLayout(run_dir).run_log.read_text()
+    assert "interrupted: " in interrupted_log.splitlines()[-1]
     assert pretrain_main(["--resume", str(run_dir), "--no-progress"]) == 0
+    resumed_log = PretrainLayout(run_dir).run_log.read_text()  # appended to, ending as the console did
+    assert resumed_log.startswith(interrupted_log) and f"pretraining run: {run_dir}; use it" in resumed_log.splitlines()[-1]
     whole, resumed = load_file(pretrained / f"{BACKBONE}.safetensors"), load_file(run_dir / f"{BACKBONE}.safetensors")
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[key], resumed[key]) for key in whole)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..checks import check_batch_split
 from ..errors import DataError
 from .dataset import CocoDetection, SampleKey
 
@@ -51,8 +52,7 @@ class PairedBatchSampler(Sampler[list[SampleKey]]):
 
     def __init__(self, group_ids: Sequence[int], batch_size: int, seed: int, start: int = 0,
                  rank: int = 0, world: int = 1) -> None:
-        if batch_size % world:
-            raise DataError(f"batch size {batch_size} does not split over {world} processes")
+        check_batch_split(batch_size, world)
         self.group_ids = list(group_ids)
         self.batch_size = batch_size
         self.seed = seed

@@ -8,7 +8,7 @@ seed or a resumed run, which meet the same image at the same place.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 from ..files import write_json
 
 KIND = "unreadable_image"
+log = logging.getLogger(__name__)
 
 
 class UnreadableImages:
@@ -39,7 +40,7 @@ class UnreadableImages:
             return
         self.seen.add(image_id)
         line = f"skipped a training image unreadable as it loaded: {reason}; the next readable image takes its place"
-        print(f"warning: {line} (recorded in {self.path})", file=sys.stderr, flush=True)
+        log.warning("warning: %s (recorded in %s)", line, self.path)
         if self.record:
             self.report["skipped"][KIND] = {"count": len(self.seen), "example_id": min(self.seen),
                                             "image_ids": sorted(self.seen)}

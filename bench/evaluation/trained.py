@@ -19,7 +19,7 @@ import torch
 from pycocotools.coco import COCO
 
 from .. import checkpoint, comm, data, detector, report, settings
-from ..cli import check_device, fresh_dir
+from ..checks import check_device, fresh_dir
 from ..errors import UsageError
 from ..files import read_json, write_json, write_text
 from ..layout import ResultFiles, RunLayout

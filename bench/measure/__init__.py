@@ -27,7 +27,7 @@ from torchvision.models.detection import FasterRCNN
 
 from backbones import create_backbone, create_model
 
-from ..cli import check_backbones
+from ..checks import check_backbones, check_batch_split
 from ..detector import build_detector
 from ..files import write_csv, write_json
 from ..layout import RunLayout
@@ -352,8 +352,7 @@ def measure(
     interrupted run keeps what it finished.
     """
     check_backbones(backbones)
-    if world_size < 1 or profile.train.batch_size % world_size:
-        raise ValueError(f"batch size {profile.train.batch_size} does not split over {world_size} processes")
+    check_batch_split(profile.train.batch_size, world_size)
     layout = RunLayout(Path(out_dir))
     layout.root.mkdir(parents=True, exist_ok=True)
     with pinned_threads(profile.measure.threads):

@@ -10,8 +10,7 @@ The run folder is what `bench.run --pretrained-dir` takes: `<backbone>.safetenso
 from __future__ import annotations
 
 import json
-import os
-import sys
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -21,17 +20,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import comm
-from ..cli import (
-    ArgumentParser,
+from backbones import split_backbones
+
+from .. import comm, logs
+from ..checks import (
     check_backbones,
+    check_batch_split,
     check_device,
+    check_new_dir,
     check_writable_dir,
-    entry_point,
+    default_device,
     fresh_dir,
-    split_list,
 )
-from ..errors import UsageError
+from ..cli import ArgumentParser, entry_point
+from ..errors import ExitStatus, UsageError
 from ..files import set_status, write_json, write_text
 from ..layout import PretrainLayout
 from ..measure.compute import count_flops, count_params
@@ -42,25 +44,25 @@ from .config import PROFILES, PretrainConfig, build, to_dict, to_yaml
 from .provenance import export_weights
 
 GMACS_SIZE = 224  # the paper's (and timm's) resolution for a classifier's compute
+log = logging.getLogger(__spec__.name)  # "bench.<tool>" under python -m too, where __name__ is "__main__"
 
 
 def parse_args(argv: list[str] | None):
     parser = ArgumentParser(prog="python -m bench.pretrain",
                             description="Classification pretraining of detection backbones, for --pretrained-dir.")
-    parser.add_argument("--backbones", help="comma-separated timm model names (default detnet59)")
-    parser.add_argument("--profile", choices=sorted(PROFILES), help="recipe and sizes (default imagenet)")
+    parser.add_backbones(default="detnet59")
+    parser.add_profile(PROFILES, default="imagenet", what="recipe and sizes")
     parser.add_argument("--data", help="ImageFolder tree with train/<class>/ and val/<class>/ (default: generated "
                                        "crops of the synthetic shapes)")
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
+    parser.add_device()
     parser.add_argument("--cache-dir", help="where the generated set is kept")
-    parser.add_argument("--out", help="new or empty run folder (default results/pretrain-<date>-...)")
-    parser.add_argument("--config", help="settings from a config.yaml, then the options given here")
+    parser.add_out(default="results/<date>-<time>-pretrain-<profile>-<backbones>", what="new or empty run folder")
+    parser.add_config()
     parser.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run in its own folder")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. recipe.epochs=3 (repeatable)")
+    parser.add_set(example="recipe.epochs=3")
     parser.add_argument("--stop-after", type=int, default=0, metavar="STEPS",
                         help="stop as on Ctrl-C after this many steps of this session (checkpoint, then --resume)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars or lines")
+    parser.add_no_progress()
     return parser.parse_args(argv)
 
 
@@ -71,13 +73,13 @@ def config_from_args(args) -> PretrainConfig:
         return build(file=PretrainLayout(Path(args.resume)).config)
     options: dict[str, Any] = {}
     if args.backbones is not None:
-        options["backbones"] = split_list(args.backbones)
+        options["backbones"] = split_backbones(args.backbones)
     if args.data is not None:
         options["data_dir"] = args.data
     if args.cache_dir is not None:
         options["cache_dir"] = args.cache_dir
     if args.device is not None or args.config is None:
-        options["device"] = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        options["device"] = args.device or default_device()
     return build(args.profile, args.config, options, args.set)
 
 
@@ -106,14 +108,11 @@ def prepare(args, cfg: PretrainConfig) -> tuple[Path, str]:
     check_backbones(cfg.backbones)
     check_device(cfg.device)
     world = comm.launched_world_size()
-    if cfg.profile.recipe.batch_size % world:
-        raise UsageError(f"batch size {cfg.profile.recipe.batch_size} does not split over {world} processes")
+    check_batch_split(cfg.profile.recipe.batch_size, world)
     if world > 1 and not (args.out or args.resume):
         raise UsageError("under torchrun give --out, so every process writes to the same run folder")
-    out = Path(args.out) if args.out and not args.resume else None
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        # checked by every process before they meet, since only rank 0 creates the folder afterwards
-        raise UsageError(f"{out} already exists and is not empty; earlier results are never overwritten")
+    if args.out and not args.resume:
+        check_new_dir(args.out)  # by every process before they meet, since only rank 0 creates the folder afterwards
     if cfg.data_dir is not None:
         return data.image_folder(cfg.data_dir), f"ImageFolder {cfg.data_dir}"
     check_writable_dir(Path(cfg.cache_dir), "--cache-dir")
@@ -165,6 +164,7 @@ def run(args, cfg: PretrainConfig, stop: StopRequest) -> Path:
         else:
             run_dir = Path(args.out)
         layout = PretrainLayout(run_dir)
+        logs.attach_run_log(layout)  # rank 0's; appended to on --resume
         status = (lambda *a, **k: set_status(layout.status, *a, **k)) if rank == 0 else (lambda *a, **k: None)
         status("running")
         train_images, val_images = data.datasets(root)
@@ -190,9 +190,8 @@ def run(args, cfg: PretrainConfig, stop: StopRequest) -> Path:
                     write_json(record_path, records)
                     write_text(layout.sha256sums, "".join(f"{r['weights_sha256']}  {r['weights_file']}\n"
                                                            for r in records.values()))
-                    print(f"{name}: top-1 error {records[name]['top1_err']:.1f}% on {description}, "
-                          f"{records[name]['train_seconds'] / 60:.1f} min; weights {run_dir / records[name]['weights_file']}",
-                          flush=True)
+                    log.info("%s: top-1 error %.1f%% on %s, %.1f min; weights %s", name, records[name]["top1_err"],
+                             description, records[name]["train_seconds"] / 60, run_dir / records[name]["weights_file"])
         except (TrainingStopped, KeyboardInterrupt) as err:
             status("interrupted", str(err) or "KeyboardInterrupt", resume=f"python -m bench.pretrain --resume {run_dir}")
             raise
@@ -213,11 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         with StopRequest() as stop:
             run_dir = run(args, cfg, stop)
     except (TrainingStopped, KeyboardInterrupt) as err:
-        print(f"\ninterrupted: {str(err) or 'Ctrl-C'}; `python -m bench.pretrain --resume <run folder>` goes on",
-              file=sys.stderr)
-        return 130
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"pretraining run: {run_dir}; use it with python -m bench.run --pretrained-dir {run_dir}")
+        log.warning("\ninterrupted: %s; `python -m bench.pretrain --resume <run folder>` goes on", str(err) or "Ctrl-C")
+        return ExitStatus.INTERRUPTED
+    log.info("pretraining run: %s; use it with python -m bench.run --pretrained-dir %s", run_dir, run_dir)
     return 0
 
 

@@ -80,6 +80,18 @@ class Run:
         return self.config.pretrained
 
 
+def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A backbone-seed's metrics.json as its row of the run's metrics.csv (bench.run and bench.compare write it)."""
+    return {
+        "seed": metrics["seed"],
+        "backbone": metrics["backbone"],
+        **metrics["stats"],
+        "train_seconds": metrics["train"]["seconds"],
+        "train_images_per_s": metrics["train"]["images_per_s"],
+        "eval_seconds": metrics["eval_seconds"],
+    }
+
+
 def load_json(path: Path) -> Any:
     """The parsed file, or None when it does not exist."""
     if not path.is_file():
