@@ -16,7 +16,7 @@ FILE_NAMES = (
     "config.yaml", "status.json", "data_report.json", "metrics.csv", "receptive_field.csv", "measurements.csv",
     "flops_by_module.csv", "environment.json", "sources.json", "report.md", "report.html", "loss.csv", "eval.csv",
     "detections.json", "evaluation.npz", "analysis.json", "metrics.json", "diverged.json", "checkpoint.pth",
-    "classification.json", "sha256sums.txt", "epochs.csv",
+    "classification.json", "sha256sums.txt", "epochs.csv", "run.log",
 )
 FOLDER_NAMES = ("tables", "plots", "tensorboard")
 # A path, a path's tail or a glob naming one of the files ("metrics.json", "*/checkpoint.pth", "/loss.csv"): no spaces.
