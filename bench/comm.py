@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from .errors import ExitStatus, UserError
 
 
 class RankLost(RuntimeError):
@@ -135,3 +138,29 @@ def _collective(call, *args: Any, **kwargs: Any) -> Any:
         me, world = rank(), world_size()
         lost = f"rank {1 - me}" if world == 2 else "another process"  # torchrun's summary names it in any case
         raise RankLost(f"rank {me} of {world} lost {lost} of the job ({detail})") from err
+
+
+class OtherRankFailed(SystemExit):
+    """Another process of the job hit a user error and said so; this one stops quietly with its code."""
+
+
+def in_order(work: Callable[[], Any], first: bool) -> Any:
+    """Run `work()` on the processes where `first` (one per node, or rank 0), then on the others: what the
+    first ones write (the annotation index cache, the run folder) the others then read. A user error on
+    any process stops every process; only the one that hit it prints it."""
+    if world_size() == 1:
+        return work()
+    result = None
+    for turn in (True, False):
+        error = None
+        if first == turn:
+            try:
+                result = work()
+            except UserError as err:
+                error = err
+        errors = all_gather_object(None if error is None else str(error))
+        if error is not None:
+            raise error
+        if any(errors):
+            raise OtherRankFailed(ExitStatus.BAD_INPUT)
+    return result

@@ -110,7 +110,7 @@ def merge(run_dirs: list[Path], out: Path) -> Path:
         for kept, copy in zip(source.kept(), target.kept(), strict=True):
             if kept.is_file():
                 shutil.copy2(kept, copy)
-        rows.append({**metrics_row(json.loads(source.metrics.read_text())), "source": str(path)})
+        rows.append({**metrics_row(json.loads(source.metrics.read_text()), seed), "source": str(path)})
     write_text(layout.config, settings.to_yaml(config))
     write_csv(layout.metrics, pd.DataFrame(rows))
     sources = [run.layout for run in runs.values()]

@@ -121,6 +121,15 @@ class RunLayout:
     def plots(self) -> Path:
         return self.root / "plots"
 
+    def table_csv(self, name: str) -> Path:
+        return self.tables / f"{name}.csv"
+
+    def table_md(self, name: str) -> Path:
+        return self.tables / f"{name}.md"
+
+    def plot_png(self, name: str) -> Path:
+        return self.plots / f"{name}.png"
+
     @property
     def report_md(self) -> Path:
         return self.root / "report.md"

@@ -25,7 +25,7 @@ from . import checkpoint, comm, data, detector, failures, logs, measure, report,
 from .analysis.receptive_field import receptive_field_rows
 from .checks import check_backbones, check_batch_split, check_device, check_writable_dir, default_device, fresh_dir
 from .cli import ArgumentParser, entry_point, parse_seeds
-from .errors import ConfigError, DataError, ExitStatus, UsageError, UserError
+from .errors import ConfigError, DataError, ExitStatus, UsageError
 from .evaluation.evaluator import inference_on_dataset
 from .evaluation.evaluators import BOX_SCORES, CocoEvaluator
 from .evaluation.trained import evaluate_model, trained_detector
@@ -180,32 +180,6 @@ def check_resume(cfg: RunConfig, saved: SavedRun) -> None:
                              "restore it, or start a new run with --config")
 
 
-class OtherRankFailed(SystemExit):
-    """Another process of the job hit a user error and said so; this one stops quietly with its code."""
-
-
-def in_order(work, first: bool):
-    """Run `work()` on the processes where `first` (one per node, or rank 0), then on the others: what the
-    first ones write (the annotation index cache, the run folder) the others then read. A user error on
-    any process stops every process; only the one that hit it prints it."""
-    if comm.world_size() == 1:
-        return work()
-    result = None
-    for turn in (True, False):
-        error = None
-        if first == turn:
-            try:
-                result = work()
-            except UserError as err:
-                error = err
-        errors = comm.all_gather_object(None if error is None else str(error))
-        if error is not None:
-            raise error
-        if any(errors):
-            raise OtherRankFailed(ExitStatus.BAD_INPUT)
-    return result
-
-
 def prepare(args) -> tuple[RunConfig, RunLayout, tuple[data.Split, data.Split], torch.device]:
     """Settings, every check, the data read once per node, then the run folder: nothing is written
     before every input has been found usable."""
@@ -220,8 +194,8 @@ def prepare(args) -> tuple[RunConfig, RunLayout, tuple[data.Split, data.Split], 
     if args.out is not None:
         check_writable_dir(args.out, "--out")
     device = comm.init(torch.device(cfg.device), COLLECTIVE_TIMEOUT)
-    splits = in_order(lambda: load_data(cfg, keep_val_data=comm.is_main()), comm.local_rank() == 0)
-    cfg, layout = comm.broadcast_object(in_order(
+    splits = comm.in_order(lambda: load_data(cfg, keep_val_data=comm.is_main()), comm.local_rank() == 0)
+    cfg, layout = comm.broadcast_object(comm.in_order(
         lambda: start_run_folder(cfg, args, splits, saved) if comm.is_main() else None, comm.is_main()))
     return cfg, layout, splits, device
 
@@ -245,7 +219,8 @@ def start_run_folder(cfg: RunConfig, args, splits: tuple[data.Split, data.Split]
     audited = dataclasses.replace(cfg, audit={name: audit(cfg, name, len(splits[0].index.category_ids) + 1)
                                               for name in cfg.backbones})
     if saved is not None:
-        changed = settings.first_difference(settings.to_dict(RunConfig(audit=cfg.audit)),
+        # a version 1 run recorded no audit: nothing to hold the backbones to
+        changed = saved.recorded("audit") and settings.first_difference(settings.to_dict(RunConfig(audit=cfg.audit)),
                                             settings.to_dict(RunConfig(audit=audited.audit)))
         if changed:
             raise UsageError(f"{changed} differs from the run's config.yaml: a weights file or the backbone changed")
@@ -324,12 +299,15 @@ TIMED_VAL_IMAGES = 4
 
 
 def trained_models(cfg: RunConfig, layout: RunLayout, num_classes: int) -> dict[str, list[torch.nn.Module]]:
-    """Each backbone's trained detectors, one per finished seed, in seed order."""
+    """Each backbone's trained detectors, one per finished seed whose checkpoint is still there, in seed order."""
     found: dict[str, list[torch.nn.Module]] = {}
     for name in cfg.backbones:
         for seed in cfg.profile.seeds:
             files = layout.result(name, seed)
-            if files.metrics.is_file():
+            if files.metrics.is_file() and not files.checkpoint.is_file():
+                log.warning("warning: %s is gone: %s seed %d's trained weights are not measured", files.checkpoint,
+                            name, seed)
+            elif files.metrics.is_file():
                 state = checkpoint.load(files.checkpoint)
                 found.setdefault(name, []).append(trained_detector(cfg, name, num_classes, state))
     return found
@@ -384,7 +362,7 @@ def execute(cfg: RunConfig, layout: RunLayout, splits: tuple[data.Split, data.Sp
                     log.warning("warning: %s; %s; the other backbones go on", err, kept)
                 continue
             if rank == 0:
-                rows.append(metrics_row(metrics))
+                rows.append(metrics_row(metrics, seed))
                 write_csv(layout.metrics, pd.DataFrame(rows))  # kept current after each backbone
                 stats, trained = metrics["stats"], metrics["train"]
                 log.info("%s seed %d: %d iterations in %.1f min, AP %.1f, AP50 %.1f", name, seed, trained["iterations"],

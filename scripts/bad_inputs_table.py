@@ -11,17 +11,20 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bad_inputs import CASES, run_case, table_row  # noqa: E402
+from bad_inputs import CASES, prepare_case, run_cases, table_row  # noqa: E402
 
 
 def main() -> int:
     print("| mistake | exit | what the user sees |")
     print("|---|---:|---|")
-    with tempfile.TemporaryDirectory() as cache:
-        for case in CASES:
-            with tempfile.TemporaryDirectory() as tmp:
-                done, _ = run_case(case, Path(tmp), Path(cache))
-                print(table_row(case, done, Path(tmp)), flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        folders = [Path(scratch) / case.name for case in CASES]
+        jobs = []
+        for case, folder in zip(CASES, folders):
+            folder.mkdir()
+            jobs.append((prepare_case(case, folder, Path(scratch) / "cache")[0], folder))
+        for case, folder, done in zip(CASES, folders, run_cases(jobs)):
+            print(table_row(case, done, folder))
     return 0
 
 

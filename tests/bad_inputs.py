@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,15 +165,47 @@ def prepare_case(case: Case, tmp: Path, cache: Path) -> tuple[list[str], Path]:
     return argv, Path(argv[argv.index("--out") + 1])
 
 
-def run_bench(argv: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "bench.run", *argv], cwd=tmp, capture_output=True, text=True, env=env)
+def run_cases(jobs: list[tuple[list[str], Path]]) -> list[subprocess.CompletedProcess]:
+    """Each (argv, cwd) through `bench.run`'s entry point in a process of its own, as `python -m bench.run` runs
+    it: its own exit code, stdout and stderr. One interpreter imports detbench once, then forks a child per job,
+    so thirty cases cost one import of torch, not thirty (tests/test_run.py runs `python -m bench.run` itself)."""
+    request = json.dumps([[argv, str(cwd)] for argv, cwd in jobs])
+    served = subprocess.run([sys.executable, __file__, "--serve"], input=request, capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    if served.returncode != 0:
+        raise RuntimeError(f"the case runner failed: {served.stderr[-2000:]}")
+    return [subprocess.CompletedProcess(argv, code, out, err)
+            for (argv, _), (code, out, err) in zip(jobs, json.loads(served.stdout), strict=True)]
 
 
-def run_case(case: Case, tmp: Path, cache: Path) -> tuple[subprocess.CompletedProcess, Path]:
-    """The case through `python -m bench.run` in a subprocess; returns it and the --out it was given."""
-    argv, out = prepare_case(case, tmp, cache)
-    return run_bench(argv, tmp), out
+def _serve() -> None:
+    """The other end of `run_cases`: jobs as JSON on stdin, [exit code, stdout, stderr] of each on stdout."""
+    from bench.run import main  # imported before any fork: every child starts from here
+
+    results = []
+    for argv, cwd in json.loads(sys.stdin.read()):
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            pid = os.fork()
+            if pid == 0:
+                os.chdir(cwd)
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                code = 1
+                try:
+                    code = int(main(argv))
+                except SystemExit as exit_:
+                    code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+                except BaseException:  # as the interpreter would: the traceback, exit 1
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            out.seek(0)
+            err.seek(0)
+            results.append([os.waitstatus_to_exitcode(status), out.read(), err.read()])
+    print(json.dumps(results))
 
 
 def table_row(case: Case, done: subprocess.CompletedProcess, tmp: Path) -> str:
@@ -179,3 +213,7 @@ def table_row(case: Case, done: subprocess.CompletedProcess, tmp: Path) -> str:
     line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
     line = line.replace(str(tmp.resolve()), "…").replace(str(tmp), "…").replace("|", "\\|")
     return f"| {case.what} | {done.returncode} | `{line}` |"
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    _serve()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -118,20 +117,6 @@ def test_run_log_holds_what_the_console_said(smoke_run: Path) -> None:
     stamped = [line for line in lines if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line)]
     assert any(re.search(r" resnet50 seed 1: 2 iterations in [\d.]+ min, AP [\d.]+, AP50", line) for line in stamped)
     assert re.search(r" smoke profile, 2 backbone\(s\) x 2 seed\(s\), [\d.]+ min; report: .*report\.md$", stamped[-1])
-
-
-def test_resume_appends_to_run_log(tmp_path: Path, smoke_run: Path, capsys) -> None:
-    from bench.run import main
-
-    run = tmp_path / "run"
-    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("tables", "plots", "report.*", "measurements.csv"))
-    (run / "seed1" / "resnet50" / "metrics.json").unlink()
-    before = RunLayout(run).run_log.read_text()
-    assert main(["--resume", str(run), "--no-progress"]) == 0
-    console = capsys.readouterr().out
-    after = RunLayout(run).run_log.read_text()
-    assert after.startswith(before) and len(after) > len(before)
-    assert console.strip().splitlines()[-1] in after
 
 
 def test_a_bar_leaves_run_log_its_final_line_and_no_redraw(tmp_path: Path, capsys) -> None:

@@ -78,6 +78,13 @@ def test_the_check_sees_a_named_path(code):
     assert named_paths(code)
 
 
+def test_the_report_templates_ask_the_layout_for_their_links():
+    templates = sorted((ROOT / "bench" / "report" / "templates").glob("*.j2"))
+    spelled = {path.name: hits for path in templates
+               if (hits := re.findall(rf"\b(?:{'|'.join(FOLDER_NAMES)})/", path.read_text()))}
+    assert templates and not spelled, f"folder names spelled in report templates: {spelled}"
+
+
 @pytest.mark.parametrize("code", ['"a finished backbone\'s metrics.json"', 'def f():\n    """Writes metrics.json."""',
                                   '{"tables": tables}', 'f"seed {seed}"'])
 def test_the_check_lets_sentences_pass(code):

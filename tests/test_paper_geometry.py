@@ -1,4 +1,5 @@
-"""The `paper` profile's real-scale path on the CPU: 800 x 1333 inputs, 2 iterations at batch 2, evaluation."""
+"""The `paper` profile's real-scale path on the CPU: 800 x 1333 inputs, 2 iterations at batch 2, evaluation
+(of one image: the receptive-field analysis at this size costs half a minute per image)."""
 from __future__ import annotations
 
 import json
@@ -20,12 +21,12 @@ WIDTH, HEIGHT = 1000, 600
 BOXES = [(40, 40, 560, 520, 1), (620, 60, 160, 140, 2), (800, 400, 30, 30, 1), (300, 300, 12, 12, 2)]
 
 
-def write_split(root: Path, split: str, seed: int) -> tuple[Path, Path]:
+def write_split(root: Path, split: str, seed: int, count: int) -> tuple[Path, Path]:
     rng = np.random.default_rng(seed)
     images = root / split
     images.mkdir(parents=True)
     records, annotations = [], []
-    for image_id in (1, 2):
+    for image_id in range(1, count + 1):
         canvas = Image.fromarray(rng.integers(60, 120, (HEIGHT, WIDTH, 3), dtype=np.uint8))
         draw = ImageDraw.Draw(canvas)
         for x, y, w, h, category in BOXES:
@@ -42,8 +43,8 @@ def write_split(root: Path, split: str, seed: int) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 def test_paper_profile_runs_end_to_end_at_800_by_1333(tmp_path: Path) -> None:
-    train_ann, train_images = write_split(tmp_path / "data", "train", 0)
-    val_ann, val_images = write_split(tmp_path / "data", "val", 1)
+    train_ann, train_images = write_split(tmp_path / "data", "train", 0, count=2)
+    val_ann, val_images = write_split(tmp_path / "data", "val", 1, count=1)
     out = tmp_path / "run"
     argv = ["--profile", "paper", "--backbones", "detnet59", "--device", "cpu", "--out", str(out),
             "--cache-dir", str(tmp_path / "cache"), "--no-progress",
@@ -60,10 +61,10 @@ def test_paper_profile_runs_end_to_end_at_800_by_1333(tmp_path: Path) -> None:
     folder = out / "seed0" / "detnet59"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["train"]["iterations"] == 2 and np.isfinite(metrics["train"]["final_loss"])
-    assert metrics["num_images"] == 2
+    assert metrics["num_images"] == 1
     analysis = json.loads((folder / "analysis.json").read_text())
     levels = {row["level"]: row["rois"] for row in analysis["roi_levels"]}
-    assert 0 < sum(levels.values()) <= 2 * 1000  # at most the paper profile's 1000 test proposals per image
+    assert 0 < sum(levels.values()) <= 1000  # at most the paper profile's 1000 test proposals per image
     rows = analysis["proposal_recall"]
     assert all(0 <= r["recall"] <= 1 if r["objects"] else np.isnan(r["recall"]) for r in rows), rows
     recall = {(r["size"], r["proposals"], r["iou"]): r["recall"] for r in rows if r["objects"]}

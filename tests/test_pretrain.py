@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bench import detector, settings
 from bench.layout import PretrainLayout
 from bench.pretrain.__main__ import main as pretrain_main
+from bench.pretrain.config import build
 from bench.pretrain.loop import evaluate
 from bench.run import audit, pretrained_file
 
@@ -123,6 +124,22 @@ def test_pretrain_then_detect(pretrained: Path, smoke_cache: Path, tmp_path: Pat
     table = pd.read_csv(run_dir / "tables" / "pretraining.csv")
     assert table["pretraining run"][0] == str(pretrained)
     assert "pretraining" in (run_dir / "report.md").read_text().lower()
+
+
+def test_config_yaml_carries_its_format_version(pretrained: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    """Version 1 is written first; a file from before the number existed reads the same; a newer one is refused."""
+    written = PretrainLayout(pretrained).config
+    assert written.read_text().startswith("schema_version: 1\n")
+    unnumbered = tmp_path / "unnumbered.yaml"
+    unnumbered.write_text(written.read_text().removeprefix("schema_version: 1\n"))
+    assert build(file=unnumbered) == build(file=written)
+    committed = PretrainLayout(Path(__file__).resolve().parents[1] / "results" / "pretrain-cpu-detnet59-resnet50")
+    assert "schema_version" not in committed.config.read_text() and build(file=committed.config).backbones
+    newer = tmp_path / "newer.yaml"
+    newer.write_text(written.read_text().replace("schema_version: 1", "schema_version: 2"))
+    assert pretrain_main(["--config", str(newer), "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {newer}: schema_version 2 is not one this detbench reads (1 to 1); a newer detbench wrote it"]
 
 
 def test_bad_inputs_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):

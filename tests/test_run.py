@@ -17,6 +17,7 @@ from bench import settings, train
 from bench.bootstrap import ImageEval
 from bench.errors import UsageError
 from bench.evaluation.coco import COCO_STAT_NAMES
+from bench.layout import RunLayout
 from bench.run import main
 from bench.settings import get_profile
 
@@ -114,15 +115,20 @@ def test_hand_edited_config_is_one_line(tmp_path: Path, smoke_run: Path, capsys)
     assert err.startswith("error:") and "str is not a subclass of Profile" in err and err.count("\n") == 1
 
 
-def test_resume_finishes_an_interrupted_run(tmp_path: Path, smoke_run: Path, smoke_cache: Path) -> None:
-    """A run stopped after training its last backbone, before evaluating it, goes on from there."""
+def test_resume_finishes_an_interrupted_run(tmp_path: Path, smoke_run: Path, smoke_cache: Path, capsys) -> None:
+    """A run stopped after training its last backbone, before evaluating it, goes on from there, and its run.log
+    goes on with what the console shows."""
     run = tmp_path / "run"
     shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("tables", "plots", "report.*", "measurements.csv"))
     (run / "seed1" / "resnet50" / "metrics.json").unlink()
     finished = (run / "seed0" / "detnet59" / "metrics.json").read_text()
     losses = (run / "seed1" / "resnet50" / "loss.csv").read_text()
+    log_before = RunLayout(run).run_log.read_text()
 
     assert main(["--resume", str(run), "--no-progress"]) == 0
+    log_after, console = RunLayout(run).run_log.read_text(), capsys.readouterr().out
+    assert log_after.startswith(log_before) and len(log_after) > len(log_before)
+    assert console.strip().splitlines()[-1] in log_after
     assert (run / "seed0" / "detnet59" / "metrics.json").read_text() == finished  # done before: kept as it was
     assert (run / "seed1" / "resnet50" / "loss.csv").read_text() == losses  # nothing trained twice
     assert torch.load(run / "seed1" / "resnet50" / "checkpoint.pth", weights_only=True)["iteration"] == 2

@@ -5,6 +5,9 @@ ResNeXt, batch 256, 224 crops (shared/README.md). Each of its settings below say
 comes from: the ResNeXt paper (Xie et al., 2017, section 4), the fb.resnet.torch code whose
 schedule it uses (`train.lua`), or our reading where neither says (README, Pretraining).
 `cpu` finishes in minutes on 2 cores on the generated set; `smoke` is for the tests.
+
+config.yaml starts with its format's `schema_version` (its own numbering, not bench.run's). Version 1
+is the only one so far; a file without the key was written by version 1 before the number was.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .. import settings
 from ..errors import ConfigError
-from ..settings import rule
+from ..settings import VERSION_KEY, checked_version, rule
+
+SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -135,6 +140,10 @@ def build(profile: str | None = None, file: str | Path | None = None, options: d
     """Profile defaults, then a config file, then command-line options, then `--set key=value`: type- and
     range-checked, a mistake is one ConfigError naming the setting."""
     raw = settings.read_yaml(file) if file is not None else {}
+    try:
+        checked_version(raw.pop(VERSION_KEY, 1), SCHEMA_VERSION)
+    except ConfigError as err:
+        raise ConfigError(f"{file}: {err}") from None
     named = raw.get("profile", {}).get("name") if isinstance(raw.get("profile"), dict) else None
     name = profile or named or "imagenet"
     if name not in PROFILES:
@@ -155,7 +164,8 @@ def build(profile: str | None = None, file: str | Path | None = None, options: d
 
 
 def to_yaml(cfg: PretrainConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    """config.yaml: its format version, then every setting."""
+    return f"{VERSION_KEY}: {SCHEMA_VERSION}\n" + OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
 def to_dict(cfg: PretrainConfig) -> dict[str, Any]:

@@ -80,10 +80,11 @@ class Run:
         return self.config.pretrained
 
 
-def metrics_row(metrics: dict[str, Any]) -> dict[str, Any]:
-    """A backbone-seed's metrics.json as its row of the run's metrics.csv (bench.run and bench.compare write it)."""
+def metrics_row(metrics: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A backbone-seed's metrics.json as its row of the run's metrics.csv (bench.run and bench.compare write it);
+    the seed is its folder's, as a version 1 metrics.json has none."""
     return {
-        "seed": metrics["seed"],
+        "seed": seed,
         "backbone": metrics["backbone"],
         **metrics["stats"],
         "train_seconds": metrics["train"]["seconds"],

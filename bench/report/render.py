@@ -46,7 +46,9 @@ def _environment(html: bool) -> jinja2.Environment:
         autoescape=html, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.globals["layout"] = RunLayout(Path())  # the report names its files relative to the run folder
     env.filters["inline"] = _inline_html if html else str
+    env.filters["posix"] = lambda path: path.as_posix()
     env.filters["html_table"] = lambda table: Markup(table.to_html())
     return env
 
@@ -59,7 +61,7 @@ def render(context: dict[str, Any], html: bool) -> str:
 
 
 def table_markdown(table: Table) -> str:
-    """A table as tables/<name>.md and as it appears in report.md."""
+    """A table as its .md file and as it appears in report.md."""
     return _environment(False).get_template("markdown.j2").module.table(table).strip() + "\n"
 
 
@@ -68,12 +70,12 @@ def write_outputs(layout: RunLayout, context: dict[str, Any], tables: dict[str, 
     """tables/*.csv and *.md, plots/*.png, report.html and report.md (written last: a report.md means done)."""
     layout.tables.mkdir(exist_ok=True)
     for table in tables.values():
-        write_text(layout.tables / f"{table.name}.csv", table.rounded().to_csv(index=False))
-        write_text(layout.tables / f"{table.name}.md", table_markdown(table))
+        write_text(layout.table_csv(table.name), table.rounded().to_csv(index=False))
+        write_text(layout.table_md(table.name), table_markdown(table))
     layout.plots.mkdir(exist_ok=True)
     for figure in figures.values():
         if figure.png is not None:
-            write_bytes(layout.plots / f"{figure.name}.png", figure.png)
+            write_bytes(layout.plot_png(figure.name), figure.png)
     write_text(layout.report_html, render(context, html=True))
     write_text(layout.report_md, render(context, html=False))
     return layout.report_md

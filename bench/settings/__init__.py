@@ -31,11 +31,11 @@ from .profiles import (
     rule,
 )
 from .saved import SavedRun, load_run_config
-from .versions import SCHEMA_VERSION, upgrade, version_of
+from .versions import SCHEMA_VERSION, VERSION_KEY, checked_version, upgrade, version_of
 
 __all__ = [
-    "PROFILES", "SCHEMA_VERSION", "BackboneAudit", "DataSource", "DetectorConfig", "MeasureConfig", "Profile",
-    "RunConfig", "SavedRun", "SyntheticConfig", "TrainConfig", "build", "build_from", "checked_overrides",
+    "PROFILES", "SCHEMA_VERSION", "VERSION_KEY", "BackboneAudit", "DataSource", "DetectorConfig", "MeasureConfig", "Profile",
+    "RunConfig", "SavedRun", "SyntheticConfig", "TrainConfig", "build", "build_from", "checked_overrides", "checked_version",
     "comparable", "first_difference", "get_profile", "load_run_config", "one_line", "read_yaml", "rule", "to_dict",
     "to_yaml", "upgrade", "validate", "version_of",
 ]

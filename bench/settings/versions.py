@@ -99,14 +99,18 @@ def _has(raw: dict[str, Any], dotted: str) -> bool:
     return True
 
 
+def checked_version(version: Any, newest: int) -> int:
+    """A file's `schema_version`, refused in one line unless it is one this detbench reads (1 to `newest`)."""
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= newest:
+        raise ConfigError(f"{VERSION_KEY} {version!r} is not one this detbench reads (1 to {newest}); "
+                          "a newer detbench wrote it")
+    return version
+
+
 def version_of(raw: dict[str, Any]) -> int:
     """The format version of a config.yaml's contents (see the module's docstring for files without one)."""
     if VERSION_KEY in raw:
-        version = raw[VERSION_KEY]
-        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
-            raise ConfigError(f"{VERSION_KEY} {version!r} is not one this detbench reads (1 to {SCHEMA_VERSION}); "
-                              "a newer detbench wrote it")
-        return version
+        return checked_version(raw[VERSION_KEY], SCHEMA_VERSION)
     if "seed" in raw or _has(raw, "profile.train.amp"):
         return 1
     if "audit" not in raw:
