@@ -73,6 +73,12 @@ def load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def continuable(state: dict[str, Any]) -> bool:
+    """Whether training can go on from `state` bit-exactly: detbench's first checkpoints (config.yaml
+    version 1) hold no RNG states, and an optimizer of one parameter group where today's has two."""
+    return "rng" in state
+
+
 def restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler) -> int:
     """Put a `save`d state back, this process's RNGs included; returns the iterations it had done.

@@ -298,19 +298,22 @@ def run_backbone(name: str, seed: int, cfg: RunConfig, datasets: tuple[data.Coco
 TIMED_VAL_IMAGES = 4
 
 
-def trained_models(cfg: RunConfig, layout: RunLayout, num_classes: int) -> dict[str, list[torch.nn.Module]]:
-    """Each backbone's trained detectors, one per finished seed whose checkpoint is still there, in seed order."""
-    found: dict[str, list[torch.nn.Module]] = {}
-    for name in cfg.backbones:
-        for seed in cfg.profile.seeds:
-            files = layout.result(name, seed)
-            if files.metrics.is_file() and not files.checkpoint.is_file():
-                log.warning("warning: %s is gone: %s seed %d's trained weights are not measured", files.checkpoint,
-                            name, seed)
-            elif files.metrics.is_file():
-                state = checkpoint.load(files.checkpoint)
-                found.setdefault(name, []).append(trained_detector(cfg, name, num_classes, state))
-    return found
+def trained_models(cfg: RunConfig, layout: RunLayout,
+                   num_classes: int) -> tuple[list[int], dict[str, list[torch.nn.Module]]]:
+    """The seeds whose trained detectors are measured, and each backbone's detectors of those seeds in order.
+    Paired: a seed counts only where every backbone that finished a seed finished it and kept its checkpoint."""
+    finished = {name: [seed for seed in cfg.profile.seeds if layout.result(name, seed).metrics.is_file()]
+                for name in cfg.backbones}
+    for name, seed in ((name, seed) for name, seeds in finished.items() for seed in seeds):
+        if not layout.result(name, seed).checkpoint.is_file():
+            log.warning("warning: %s is gone: seed %d's trained weights are not measured, for any backbone",
+                        layout.result(name, seed).checkpoint, seed)
+    compared = [name for name, seeds in finished.items() if seeds]
+    seeds = [seed for seed in cfg.profile.seeds if all(
+        seed in finished[name] and layout.result(name, seed).checkpoint.is_file() for name in compared)]
+    paths = {name: [layout.result(name, seed).checkpoint for seed in seeds] for name in compared}
+    return seeds, {name: [trained_detector(cfg, name, num_classes, checkpoint.load(path)) for path in found]
+                   for name, found in paths.items() if found}
 
 
 def receptive_fields(cfg: RunConfig, layout: RunLayout, val_set: data.CocoDetection,
@@ -369,13 +372,13 @@ def execute(cfg: RunConfig, layout: RunLayout, splits: tuple[data.Split, data.Sp
                          trained["seconds"] / 60, 100 * stats["AP"], 100 * stats["AP50"])
     if rank == 0:
         stop.check("measurement")
-        trained = trained_models(cfg, layout, datasets[1].num_classes)
+        seeds, trained = trained_models(cfg, layout, datasets[1].num_classes)
         receptive_fields(cfg, layout, datasets[1], trained)
         weights = {name: pretrained_file(cfg, name) for name in cfg.backbones}
         images = [datasets[1][i][0] for i in range(min(TIMED_VAL_IMAGES, len(datasets[1])))]
+        timed = {name: measure.TrainedDetector(models[0], seeds[0], images) for name, models in trained.items()}
         measure.measure(cfg.backbones, cfg.profile, device, layout.root, datasets[1].num_classes, progress=progress,
-                        weights=weights, trained={name: (models[0], images) for name, models in trained.items()},
-                        world_size=comm.world_size())
+                        weights=weights, trained=timed, world_size=comm.world_size())
         finished = report.load_run(layout.root)  # one bootstrap for the report and the summary
         report.write_report(finished)
     comm.destroy()

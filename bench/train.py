@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import platform
 import signal
@@ -27,6 +28,8 @@ from .files import write_text
 from .layout import ResultFiles
 from .progress import progress as progress_bar
 from .settings import TrainConfig
+
+log = logging.getLogger(__name__)
 
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 LOSS_COLUMNS = ("iteration", "lr", "loss", *LOSS_NAMES, "images_per_s", "elapsed_s")
@@ -264,10 +267,10 @@ def train(
     """Train `model` for `cfg.iterations`; rank 0 writes `loss.csv` and `checkpoint.pth` into `out_dir`.
 
     `make_loader(start)` gives the endless batches from iteration `start` on. With `resume`,
-    training continues bit-exactly from `out_dir/checkpoint.pth` when there is one. A NaN or
-    Inf loss raises TrainingDiverged and CUDA out of memory TrainingOutOfMemory, without saving; a
-    stop request saves and raises TrainingStopped, a data error (--strict-data) saves the last whole
-    step and raises.
+    training continues bit-exactly from `out_dir/checkpoint.pth` when there is one (one in detbench's
+    first format starts again, with a warning). A NaN or Inf loss raises TrainingDiverged and CUDA out
+    of memory TrainingOutOfMemory, without saving; a stop request saves and raises TrainingStopped, a
+    data error (--strict-data) saves the last whole step and raises.
     `validate()` (rank 0, every `cfg.eval_every` iterations) gives the numbers for eval.csv.
     """
     files = ResultFiles(Path(out_dir))
@@ -278,11 +281,14 @@ def train(
     scheduler = build_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     done, window, seconds_before, images_before, last_loss = 0, [], 0.0, 0, float("nan")
-    if resume and path.is_file():
-        state = checkpoint.load(path)
+    state = checkpoint.load(path) if resume and path.is_file() else None
+    if state is not None and checkpoint.continuable(state):
         done = checkpoint.restore(state, model, optimizer, scheduler, scaler)
         window, seconds_before = state["window"], state["seconds"]
         images_before, last_loss = state["images"], state["loss"]
+    elif state is not None and is_main:
+        log.warning("warning: %s is of detbench's first checkpoint format, which cannot be continued: %s starts "
+                    "again from iteration 0", path, desc)
     model.train()
 
     def save(iteration: int) -> None:

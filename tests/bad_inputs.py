@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
@@ -165,38 +166,58 @@ def prepare_case(case: Case, tmp: Path, cache: Path) -> tuple[list[str], Path]:
     return argv, Path(argv[argv.index("--out") + 1])
 
 
-def run_cases(jobs: list[tuple[list[str], Path]]) -> list[subprocess.CompletedProcess]:
-    """Each (argv, cwd) through `bench.run`'s entry point in a process of its own, as `python -m bench.run` runs
-    it: its own exit code, stdout and stderr. One interpreter imports detbench once, then forks a child per job,
-    so thirty cases cost one import of torch, not thirty (tests/test_run.py runs `python -m bench.run` itself)."""
-    request = json.dumps([[argv, str(cwd)] for argv, cwd in jobs])
+def run_cases(jobs: list[tuple[list[str], Path]], module: str = "bench.run") -> list[subprocess.CompletedProcess]:
+    """Each (argv, cwd) as `python -m <module> argv` run in cwd would: its own exit code, stdout and stderr. One
+    interpreter imports detbench once, then forks a child per job that runs the module as __main__, so thirty
+    cases cost one import of torch, not thirty (tests/test_run.py runs `python -m bench.run` itself). What that
+    import printed, every real process would print first: it heads each job's output."""
+    request = json.dumps([module, [[argv, str(cwd)] for argv, cwd in jobs]])
     served = subprocess.run([sys.executable, __file__, "--serve"], input=request, capture_output=True, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
     if served.returncode != 0:
         raise RuntimeError(f"the case runner failed: {served.stderr[-2000:]}")
-    return [subprocess.CompletedProcess(argv, code, out, err)
-            for (argv, _), (code, out, err) in zip(jobs, json.loads(served.stdout), strict=True)]
+    printed, _, results = served.stdout.rstrip("\n").rpartition("\n")  # the results are the last line
+    printed = printed + "\n" if printed else ""
+    return [subprocess.CompletedProcess(argv, code, printed + out, served.stderr + err)
+            for (argv, _), (code, out, err) in zip(jobs, json.loads(results), strict=True)]
+
+
+def _run_as_main(module: str, argv: list[str], cwd: str) -> int:
+    """In a forked child: what `python -m module argv` in cwd does, down to the exit code and the traceback."""
+    os.chdir(cwd)
+    sys.path[0], sys.argv = cwd, [module, *argv]  # python -m puts the working folder first on the path
+    sys.modules.pop(module, None)  # run afresh as __main__, as the interpreter would, not the imported copy
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exit_:
+        if exit_.code is None or isinstance(exit_.code, int):
+            return exit_.code or 0
+        print(exit_.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+    else:
+        return 0
+    return 1
 
 
 def _serve() -> None:
-    """The other end of `run_cases`: jobs as JSON on stdin, [exit code, stdout, stderr] of each on stdout."""
-    from bench.run import main  # imported before any fork: every child starts from here
+    """The other end of `run_cases`: [module, jobs] as JSON on stdin, [exit code, stdout, stderr] of each job as
+    the last line of stdout."""
+    import bench.run  # noqa: F401  imported before any fork: every child starts from here
 
+    module, jobs = json.loads(sys.stdin.read())
     results = []
-    for argv, cwd in json.loads(sys.stdin.read()):
+    for argv, cwd in jobs:
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            sys.stdout.flush()
+            sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                os.chdir(cwd)
                 os.dup2(out.fileno(), 1)
                 os.dup2(err.fileno(), 2)
                 code = 1
                 try:
-                    code = int(main(argv))
-                except SystemExit as exit_:
-                    code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-                except BaseException:  # as the interpreter would: the traceback, exit 1
-                    traceback.print_exc()
+                    code = _run_as_main(module, argv, cwd)
                 finally:
                     sys.stdout.flush()
                     sys.stderr.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,3 +69,12 @@ def test_the_runner_reports_what_a_process_would(tmp_path: Path) -> None:
     ok, usage = run_cases([(["--help"], tmp_path), (["--no-such-flag"], tmp_path)])
     assert ok.returncode == 0 and "python -m bench.run" in ok.stdout and ok.stderr == ""
     assert usage.returncode == 2 and "unrecognized arguments: --no-such-flag" in usage.stderr
+    (tmp_path / "crashes.py").write_text(
+        'import sys\nprint("printed first")\nif sys.argv[1:] == ["raise"]:\n    raise RuntimeError("not caught")\n'
+        'raise SystemExit("a message, exit 1")\n')
+    jobs = [(["raise"], tmp_path), ([], tmp_path)]
+    for forked, (argv, cwd) in zip(run_cases(jobs, module="crashes"), jobs, strict=True):
+        real = subprocess.run([sys.executable, "-m", "crashes", *argv], cwd=cwd, capture_output=True, text=True)
+        assert (forked.returncode, forked.stdout) == (real.returncode, real.stdout) == (1, "printed first\n")
+        assert forked.stderr.splitlines()[-1] == real.stderr.splitlines()[-1], (forked.stderr, real.stderr)
+        assert ("Traceback (most recent call last):" in forked.stderr) == (argv == ["raise"])

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
 from bench import detector, settings
-from bench.layout import PretrainLayout
+from bench.layout import PretrainLayout, RunLayout
 from bench.pretrain.__main__ import main as pretrain_main
 from bench.pretrain.config import build
 from bench.pretrain.loop import evaluate
@@ -140,6 +140,21 @@ def test_config_yaml_carries_its_format_version(pretrained: Path, tmp_path: Path
     assert pretrain_main(["--config", str(newer), "--out", str(tmp_path / "out")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"error: {newer}: schema_version 2 is not one this detbench reads (1 to 1); a newer detbench wrote it"]
+
+
+def test_each_tool_names_the_other_tools_config_yaml(pretrained: Path, smoke_run: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture):
+    """The two config.yaml formats number their versions apart: a file given to the wrong tool is named for what
+    it is, not refused as a version or a setting that tool does not know."""
+    from bench.run import main as run_main
+
+    run_config, pretrain_config = RunLayout(smoke_run).config, PretrainLayout(pretrained).config
+    assert pretrain_main(["--config", str(run_config), "--out", str(tmp_path / "a")]) == 2
+    assert run_main(["--config", str(pretrain_config), "--out", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {run_config} is a bench.run config.yaml, not a bench.pretrain one",
+        f"error: {pretrain_config} is a bench.pretrain config.yaml, not a bench.run one"]
+    assert not any(tmp_path.iterdir())
 
 
 def test_bad_inputs_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):

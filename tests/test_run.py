@@ -178,3 +178,25 @@ def test_resume_reads_checkpoints_in_their_run_s_version(tmp_path: Path, smoke_r
     torch.save(state, path)
     with pytest.raises(UsageError, match="setting profile.train.momentum changed since"):
         check_resume(saved.config, saved)
+
+
+def test_trained_rows_time_one_seed_that_every_backbone_kept(smoke_run: Path, tmp_path: Path) -> None:
+    """The trained detector's latency and effective RF pair the backbones as everything else is paired: a seed in
+    which one backbone's checkpoint is gone is measured for none, and the rows and the report say which seed."""
+    from bench.data.synthetic import SYNTHETIC_CATEGORIES
+    from bench.report import cost, load_run
+    from bench.run import trained_models
+
+    measured = pd.read_csv(RunLayout(smoke_run).measurements).query("target == 'detector_trained'")
+    cfg = settings.load_run_config(smoke_run).config
+    assert sorted(measured["backbone"]) == sorted(cfg.backbones) and set(measured["note"]) == {"seed 0's checkpoint"}
+    assert "trained weights (seed 0's checkpoint," in RunLayout(smoke_run).report_md.read_text()
+    layout = RunLayout(tmp_path / "run")
+    shutil.copytree(smoke_run, layout.root, ignore=shutil.ignore_patterns("tables", "plots", "report.*"))
+    layout.result(cfg.backbones[1], 0).checkpoint.unlink()
+    seeds, trained = trained_models(cfg, layout, len(SYNTHETIC_CATEGORIES) + 1)
+    assert seeds == [1] and {name: len(models) for name, models in trained.items()} == dict.fromkeys(cfg.backbones, 1)
+    rows = pd.read_csv(layout.measurements)
+    rows.loc[rows["target"] == "detector_trained", "note"] = "seed 1's checkpoint"
+    rows.to_csv(layout.measurements, index=False)
+    assert "trained weights (seed 1's checkpoint," in cost.speed_table(load_run(layout.root)).note

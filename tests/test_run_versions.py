@@ -3,7 +3,7 @@
 The fixtures in tests/data/run_versions/ are smoke runs made by the detbench of each version (its commit is in
 each folder's environment.json; README.md there says how they were made), checkpoints and rendered outputs left
 out. "Interrupted" below is the state a run is in when it is stopped between two backbones: one finished folder,
-the next one not started.
+the next one not started; in the first format's, that one has a checkpoint in the middle of its training.
 """
 from __future__ import annotations
 
@@ -13,14 +13,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
+from bench import detector
 from bench.compare import main as compare_main
+from bench.data.synthetic import SYNTHETIC_CATEGORIES
 from bench.layout import RunLayout
 from bench.report.__main__ import main as report_main
 from bench.run import main as run_main
 from bench.run import parse_args, prepare
 from bench.settings import SCHEMA_VERSION, load_run_config
+from bench.train import build_scheduler, scaled_lr
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "run_versions"
 VERSIONS = (1, 2, 3, 4)
@@ -97,17 +101,43 @@ def test_resuming_an_old_run_takes_its_settings_and_layout(version: int, tmp_pat
     assert sorted(path for path in layout.root.rglob("*")) == before
 
 
+def first_format_checkpoint(layout: RunLayout, name: str, iteration: int) -> Path:
+    """A checkpoint as detbench's first format saved one in the middle of training (commit 8c27500): model, SGD
+    over every parameter in one group, schedule, scaler, iteration; no RNG states, no settings."""
+    cfg = load_run_config(layout.root).config
+    model = detector.build_detector(name, len(SYNTHETIC_CATEGORIES) + 1, cfg.profile.detector)
+    schedule = cfg.profile.train
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=scaled_lr(schedule),
+                                momentum=schedule.momentum, weight_decay=schedule.weight_decay)
+    files = layout.result(name, 0)
+    files.folder.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": build_scheduler(optimizer, schedule).state_dict(),
+                "scaler": torch.amp.GradScaler("cuda", enabled=False).state_dict(), "iteration": iteration},
+               files.checkpoint)
+    return files.checkpoint
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("version", (1, 4))  # the layout without seeds, and the newest format before this one
 def test_an_interrupted_old_run_resumes_in_its_own_format(version: int, tmp_path: Path, smoke_cache: Path) -> None:
+    """Versions 2 on saved today's checkpoint, which test_resume continues bit-exactly; the first format's cannot be
+    continued, so its backbone is trained again from the start, and the log says so."""
     layout = interrupted(version, tmp_path / "run", smoke_cache)
+    old = first_format_checkpoint(layout, BACKBONES[1], iteration=1) if version == 1 else None
     before = {path: path.read_bytes() for path in (layout.config, layout.result(BACKBONES[0], 0).metrics)}
     assert run_main(["--resume", str(layout.root), "--no-progress"]) == 0
     assert all(path.read_bytes() == text for path, text in before.items())  # kept as written, in its version
     assert load_run_config(layout.root).version == version
     trained = layout.result(BACKBONES[1], 0)
     assert trained.metrics.is_file() and trained.checkpoint.is_file()  # where that version kept it
+    iterations = load_run_config(layout.root).config.profile.train.iterations
+    assert list(pd.read_csv(trained.loss)["iteration"]) == list(range(1, iterations + 1))
+    log = layout.run_log.read_text()
+    assert (old is not None) == (f"warning: {old} is of detbench's first checkpoint format, which cannot be "
+                                 f"continued: train {BACKBONES[1]} seed 0 starts again from iteration 0" in log)
     assert list(pd.read_csv(layout.metrics)["backbone"]) == list(BACKBONES)
     assert layout.report_md.is_file()
     gone = layout.result(BACKBONES[0], 0).checkpoint  # left out of the fixture: said, not failed on
-    assert f"warning: {gone} is gone: {BACKBONES[0]} seed 0's trained weights are not measured" in layout.run_log.read_text()
+    assert f"warning: {gone} is gone: seed 0's trained weights are not measured, for any backbone" in log
+    assert pd.read_csv(layout.measurements).query("target == 'detector_trained'").empty  # not one backbone's alone

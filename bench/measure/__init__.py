@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import torch
@@ -266,14 +266,24 @@ def training_costs(
         add(done)
 
 
-def trained_detector_costs(name: str, detector: FasterRCNN, images: Sequence[torch.Tensor], cfg: MeasureConfig,
-                           device: torch.device, threads: int, add: Add) -> None:
+class TrainedDetector(NamedTuple):
+    """A run's trained detector, the seed whose checkpoint it is, and validation images to time it on."""
+
+    detector: FasterRCNN
+    seed: int
+    images: Sequence[torch.Tensor]
+
+
+def trained_detector_costs(name: str, trained: TrainedDetector, cfg: MeasureConfig, device: torch.device,
+                           threads: int, add: Add) -> None:
     """Latency of a trained detector on validation images at batch 1, float32, as it evaluates: beside the
     controlled random-weight figure, because trained weights keep other numbers of boxes and RoIs. The
     detector goes back to where it was after, so its weights do not stay on the measured device."""
+    detector, images = trained.detector, trained.images
     home = next(detector.parameters()).device
     row = on_device(device, backbone=name, target="detector_trained", metric="latency", dtype="float32",
-                    channels_last=False, batch_size=1, input_size=cfg.detection_size, threads=threads)
+                    channels_last=False, batch_size=1, input_size=cfg.detection_size, threads=threads,
+                    note=f"seed {trained.seed}'s checkpoint")
 
     def timed() -> list[Row]:
         model = detector.to(device).eval()
@@ -302,7 +312,7 @@ def measure_backbone(
     num_classes: int,
     bar: Any = None,
     weights: Path | None = None,
-    trained: tuple[FasterRCNN, Sequence[torch.Tensor]] | None = None,
+    trained: TrainedDetector | None = None,
     world_size: int = 1,
 ) -> tuple[list[Row], list[Row]]:
     """Every measurement of one backbone: rows of measurements.csv and of flops_by_module.csv.
@@ -326,7 +336,7 @@ def measure_backbone(
             breakdown += detector_costs(name, profile, device, num_classes, threads, add)
             training_costs(name, profile, device, num_classes, threads, add, weights, world_size)
             if trained is not None:
-                trained_detector_costs(name, *trained, profile.measure, device, threads, add)
+                trained_detector_costs(name, trained, profile.measure, device, threads, add)
         finally:
             release_free_memory(device)
     return rows, breakdown
@@ -340,14 +350,14 @@ def measure(
     num_classes: int,
     progress: bool = True,
     weights: Mapping[str, Path | None] | None = None,
-    trained: Mapping[str, tuple[FasterRCNN, Sequence[torch.Tensor]]] | None = None,
+    trained: Mapping[str, TrainedDetector] | None = None,
     world_size: int = 1,
 ) -> pd.DataFrame:
     """Measure every backbone; write measurements.csv, flops_by_module.csv, environment.json.
 
     `weights` gives a backbone's pretrained file where the run used one, so its training step
     is measured frozen as it trained; `trained` a trained detector and validation images to
-    time it on; `world_size` the processes the run trains on, whose share of the batch the
+    time it on (one seed for every backbone); `world_size` the processes the run trains on, whose share of the batch the
     training step is measured at. The CSVs are rewritten after each backbone, so an
     interrupted run keeps what it finished.
     """

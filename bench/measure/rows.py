@@ -30,7 +30,8 @@ class MeasurementRow:
         "`detector`: Faster R-CNN + FPN inference, from a list of images to boxes (resize/normalise "
         "transform and post-processing included); `train_step`: one detector training step (forward "
         "with losses, backward, SGD update); `detector_trained`: the detector with a run's trained weights "
-        "(seed 0's checkpoint) on validation images, post-processing as it evaluates.",
+        "(its `note` names the seed: the first in which every backbone kept its checkpoint) on validation "
+        "images, post-processing as it evaluates.",
         always=True,
     )
     metric: str = column(
@@ -117,7 +118,8 @@ class MeasurementRow:
     )
     note: str | None = column(
         "Why a row has no value (`out of memory`; a dtype the device lacks natively; torch.compile not "
-        "in effect), or what its batch means (a training step's batch per GPU of the global one)."
+        "in effect), what its batch means (a training step's batch per GPU of the global one), or whose "
+        "checkpoint a `detector_trained` row timed."
     )
 
 

@@ -140,6 +140,8 @@ def build(profile: str | None = None, file: str | Path | None = None, options: d
     """Profile defaults, then a config file, then command-line options, then `--set key=value`: type- and
     range-checked, a mistake is one ConfigError naming the setting."""
     raw = settings.read_yaml(file) if file is not None else {}
+    if "data" in raw:  # every bench.run config.yaml has it, and a bench.pretrain one never did
+        raise ConfigError(f"{file} is a bench.run config.yaml, not a bench.pretrain one")
     try:
         checked_version(raw.pop(VERSION_KEY, 1), SCHEMA_VERSION)
     except ConfigError as err:

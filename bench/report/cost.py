@@ -132,8 +132,8 @@ def speed_table(run: Run) -> Table | None:
         note=(
             f"Latency on {measured_device(run)}, batch 1, float32, contiguous memory, in milliseconds: median ± "
             f"interquartile range over timed blocks (every setting: `tables/latency.csv`). Random weights with a "
-            f"fixed number of RoIs per image is the controlled comparison; trained weights (seed "
-            f"{run.seeds[0]}'s checkpoint, on validation images, post-processing as evaluated) is what a user "
+            f"fixed number of RoIs per image is the controlled comparison; trained weights ({_trained_seed(run)}, "
+            f"on validation images, post-processing as evaluated) is what a user "
             f"would see, and keeps another number of boxes. {_memory_note(m)} "
             f"Training images/s: a measured step on random images at the batch of one process "
             f"({_step_batch(run)}), and this run's training loop over all its processes (data loading included; "
@@ -162,6 +162,14 @@ def _step_batch(run: Run) -> str:
     if np.isnan(total) or total == per_gpu:
         return f"batch {per_gpu:.0f}"
     return f"batch {per_gpu:.0f} of a global {total:.0f}"
+
+
+def _trained_seed(run: Run) -> str:
+    """Which checkpoint the trained rows timed, as they say (the first seed where a row of an older run says nothing)."""
+    m = run.measurements
+    notes = m.loc[m["target"] == "detector_trained", "note"].dropna() if "note" in m else ()
+    said = [part for note in notes for part in str(note).split("; ") if part.endswith("'s checkpoint")]
+    return said[0] if said else f"seed {run.seeds[0]}'s checkpoint"
 
 
 def _plus_minus(median: float, iqr: float) -> str | float:

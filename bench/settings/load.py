@@ -50,6 +50,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def read_settings(path: str | Path) -> tuple[dict[str, Any], int]:
     """A settings file (config.yaml) in the current format, without its version, and the version it was written in."""
     raw = read_yaml(path)
+    if "data_dir" in raw:  # only bench.pretrain's config.yaml has it, and a bench.run one never did
+        raise ConfigError(f"{path} is a bench.pretrain config.yaml, not a bench.run one")
     try:
         version = version_of(raw)
     except ConfigError as err:
