@@ -8,8 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 SMOKE_BACKBONES = "detnet59,resnet50"
+
+# Every test in this process runs torch on one thread, alone or in the suite alike: CI's 2 shared cores run
+# 2 threads ~10-40x slower. Subprocesses choose their own (OMP_NUM_THREADS); a test needing another sets it.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

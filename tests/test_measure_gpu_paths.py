@@ -77,11 +77,20 @@ def test_a_model_that_recompiles_is_labelled_not_compiled() -> None:
     assert timing is None and fields["compiled"] is False and "not measured" in fields["note"]
 
 
-def test_a_compiled_latency_row_counts_its_graphs(monkeypatch, smoke) -> None:
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_compiled_latency_row_counts_its_graphs(monkeypatch, smoke, threads: int) -> None:
+    """Whatever thread count the process had: dynamo guards on it, so a compilation at another count than the
+    timed one would recompile while timed (and the row would say "not compiled")."""
     monkeypatch.setattr(compiled, "BACKEND", "eager")
     setting = Setting(torch.device("cpu"), batch_size=2, dtype="float32", channels_last=False, compiled=True)
-    row = latency_row(nn.Linear(4, 4), torch.ones(2, 4), setting, smoke.measure, 1, backbone="m", target="backbone")
-    assert row["compiled"] is True and row["compiled_graphs"] >= 1 and row["latency_ms_median"] > 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(3 - threads)  # not the count the row is timed at
+    try:
+        row = latency_row(nn.Linear(4, 4), torch.ones(2, 4), setting, smoke.measure, threads, backbone="m",
+                          target="backbone")
+    finally:
+        torch.set_num_threads(before)
+    assert row["compiled"] is True and row["compiled_graphs"] >= 1 and row["latency_ms_median"] > 0, row
 
 
 def test_timing_synchronises_the_measured_device_by_name(monkeypatch, smoke) -> None:
@@ -230,7 +239,8 @@ class TinyDetector(nn.Module):
 
 def test_a_trained_detector_goes_back_where_it_was(smoke) -> None:
     detector, rows = TinyDetector(), []
-    measure_module.trained_detector_costs("m", detector, [torch.ones(3, 4, 4)], smoke.measure,
-                                          torch.device("cpu"), 1, rows.append)
+    trained = measure_module.TrainedDetector(detector, 2, [torch.ones(3, 4, 4)])
+    measure_module.trained_detector_costs("m", trained, smoke.measure, torch.device("cpu"), 1, rows.append)
     assert rows[0]["num_rois"] == 3 and rows[0]["num_detections"] == 1
+    assert rows[0]["note"] == "seed 2's checkpoint"  # the report says which seed it timed from this
     assert detector.moves == [torch.device("cpu")] * 2  # to the measured device, then home

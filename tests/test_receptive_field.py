@@ -18,8 +18,6 @@ from bench.analysis.receptive_field import (
     unit_offsets,
 )
 
-torch.set_num_threads(1)  # the machine is shared: 2 threads on 2 busy cores run ~10-40x slower
-
 
 class OneConv(nn.Module):
     """A single 3x3 conv dressed as a feature extractor: one stage, stride 1."""

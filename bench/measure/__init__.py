@@ -173,7 +173,8 @@ def latency_row(model: nn.Module, inputs: Any, setting: Setting, cfg: MeasureCon
                        device=setting.device)
         if not setting.compiled:
             return [latency_fields(time(partial(call, model)))]
-        measurement, fields = compiled_timing(model, call, time)
+        with pinned_threads(threads):  # dynamo guards on the thread count: compile at the one it is timed at
+            measurement, fields = compiled_timing(model, call, time)
         return [fields if measurement is None else dict(fields, **latency_fields(measurement))]
 
     return unless_out_of_memory(setting.device, [row], measure_values)[0]
